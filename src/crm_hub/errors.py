@@ -1,0 +1,178 @@
+"""crm_hub's exceptions. Every error a user can see is one of these, with a machine-readable reason.
+
+    CrmHubError                      reason, message, field_violations
+    ├── InvalidArgument              bad input (INVALID_ARGUMENT)
+    │   └── MappingInvalid           a field mapping that cannot be saved
+    ├── NotFound                     no such thing for this team (NOT_FOUND)
+    ├── AlreadyExists                (ALREADY_EXISTS)
+    ├── Unauthenticated              missing or bad token (UNAUTHENTICATED)
+    ├── PermissionDenied             role too low (PERMISSION_DENIED)
+    ├── FailedPrecondition           e.g. provider not connected (FAILED_PRECONDITION)
+    ├── VaultError                   a ciphertext that cannot be opened (INTERNAL; never says why in detail)
+    ├── ConfigurationError           the service is set up wrongly (refuses to start)
+    └── ProviderError                raised by provider plugins, classified by the CRM's answer
+        ├── AuthExpired              the access token is no longer valid: refresh and retry once
+        ├── RefreshRejected          the refresh token was refused (invalid_grant): reconnect needed
+        ├── RateLimited              429 and friends: retry after `retry_after` seconds
+        ├── Rejected                 the CRM refused the data (validation, duplicates): never retried
+        └── Unavailable              5xx, timeouts, connection errors: retried with backoff
+
+The mapping onto gRPC status codes lives in one place: ``crm_hub.rpc.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AlreadyExists",
+    "AuthExpired",
+    "ConfigurationError",
+    "CrmHubError",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "MappingInvalid",
+    "NotFound",
+    "PermissionDenied",
+    "ProviderError",
+    "RateLimited",
+    "RefreshRejected",
+    "Rejected",
+    "Unauthenticated",
+    "Unavailable",
+    "VaultError",
+]
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One offending input field and what is wrong with it (rendered as google.rpc.BadRequest)."""
+
+    field: str
+    description: str
+
+
+class CrmHubError(Exception):
+    """Base of every error crm_hub raises on purpose."""
+
+    default_reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        field_violations: Sequence[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+class InvalidArgument(CrmHubError):
+    default_reason = "INVALID_ARGUMENT"
+
+
+class MappingInvalid(InvalidArgument):
+    default_reason = "MAPPING_INVALID"
+
+
+class NotFound(CrmHubError):
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(CrmHubError):
+    default_reason = "ALREADY_EXISTS"
+
+
+class Unauthenticated(CrmHubError):
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(CrmHubError):
+    default_reason = "PERMISSION_DENIED"
+
+
+class FailedPrecondition(CrmHubError):
+    default_reason = "FAILED_PRECONDITION"
+
+
+class VaultError(CrmHubError):
+    default_reason = "VAULT_DECRYPT_FAILED"
+
+
+class ConfigurationError(CrmHubError):
+    default_reason = "CONFIGURATION_ERROR"
+
+
+class ProviderError(CrmHubError):
+    """Raised by provider adapters. ``provider`` names the CRM; ``status`` is its HTTP status, if any."""
+
+    default_reason = "PROVIDER_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        reason: str | None = None,
+        field_violations: Sequence[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, field_violations=field_violations, metadata=metadata)
+        self.provider = provider
+        self.status = status
+
+
+class AuthExpired(ProviderError):
+    default_reason = "AUTH_EXPIRED"
+
+
+class RefreshRejected(ProviderError):
+    default_reason = "CREDENTIALS_EXPIRED"
+
+
+class RateLimited(ProviderError):
+    default_reason = "RATE_LIMITED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider: str = "",
+        status: int | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, reason=reason, metadata=metadata)
+        #: Seconds the CRM asked us to wait (Retry-After), if it said.
+        self.retry_after = retry_after
+
+
+class Rejected(ProviderError):
+    default_reason = "REJECTED"
+
+
+class Unavailable(ProviderError):
+    default_reason = "PROVIDER_UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider: str = "",
+        status: int | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, reason=reason, metadata=metadata)
+        #: Seconds the CRM asked us to wait (Retry-After), if it said.
+        self.retry_after = retry_after

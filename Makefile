@@ -1,0 +1,59 @@
+# One obvious way to run things. `make run` serves on the embedded default; `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+
+.PHONY: install run test lint typecheck buf-lint check-generated generate pytest bench
+
+## install: create .venv with crm_hub, its first-party plugins and the dev tools (idempotent)
+install: $(VENV)/.installed $(BUF) build/third_party/.copied
+
+$(VENV)/.installed: pyproject.toml $(PLUGINS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach p,$(PLUGINS),-e ./$(dir $(p)))
+	@touch $@
+
+$(BUF):
+	npm install --silent --no-save --no-package-lock --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+build/third_party/.copied: $(VENV)/.installed
+	$(BIN)/python scripts/protos.py third-party
+	@touch $@
+
+## run: migrate the embedded SQLite database and serve gRPC on CRM_HUB_GRPC_ADDRESS
+run: install
+	$(BIN)/crm-hub migrate
+	exec $(BIN)/crm-hub serve
+
+## test: lint, type-check, buf lint, generated-code drift check, then the whole pytest suite
+test: install lint typecheck buf-lint check-generated pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+buf-lint: $(BUF) build/third_party/.copied
+	$(BUF) lint
+	$(BUF) build -o /dev/null
+
+check-generated:
+	$(BIN)/python scripts/protos.py check
+
+## generate: regenerate src/crm_hub/v1 from proto/ (commit the result)
+generate: $(VENV)/.installed
+	$(BIN)/python scripts/protos.py generate
+
+pytest:
+	$(BIN)/pytest
+
+## bench: run the benchmarks in bench/ (not part of `make test`)
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

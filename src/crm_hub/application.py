@@ -1,0 +1,92 @@
+"""The composition root: builds the database, vault, plugin host and core services from Settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from crm_hub.auth import TokenVerifier
+from crm_hub.config import Settings
+from crm_hub.core.connections import ConnectionService
+from crm_hub.core.credentials import CredentialStore
+from crm_hub.core.fields import FieldCatalog
+from crm_hub.core.leads import LeadService
+from crm_hub.core.status import StatusReporter
+from crm_hub.core.sync import SyncEngine
+from crm_hub.errors import ConfigurationError
+from crm_hub.plugins import PluginHost
+from crm_hub.secret_files import load_or_create_secret
+from crm_hub.storage import Database, normalize_database_url
+from crm_hub.vault import Vault, vault_from_settings
+
+__all__ = ["Application", "jwt_secret_for"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Application:
+    settings: Settings
+    database: Database
+    vault: Vault
+    plugins: PluginHost
+    verifier: TokenVerifier
+    credentials: CredentialStore
+    connections: ConnectionService
+    fields: FieldCatalog
+    sync: SyncEngine
+    leads: LeadService
+    status: StatusReporter
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Application:
+        plugins = plugins or PluginHost(allowlist=settings.plugins)
+        database = Database(normalize_database_url(settings.database_url, data_dir=settings.data_dir))
+        vault = vault_from_settings(
+            secret_vault_key=settings.secret_vault_key,
+            previous_keys=settings.secret_vault_previous_keys,
+            data_dir=settings.data_dir,
+            production=settings.production,
+        )
+        verifier = TokenVerifier(
+            secret=jwt_secret_for(settings) if not settings.jwt_public_key else None,
+            public_key=settings.jwt_public_key,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        credentials = CredentialStore(database, vault)
+        fields = FieldCatalog(database, plugins, credentials)
+        return cls(
+            settings=settings,
+            database=database,
+            vault=vault,
+            plugins=plugins,
+            verifier=verifier,
+            credentials=credentials,
+            connections=ConnectionService(database, vault, plugins, credentials, fields),
+            fields=fields,
+            sync=SyncEngine(database, plugins, credentials, fields),
+            leads=LeadService(database),
+            status=StatusReporter(database, plugins),
+        )
+
+    async def aclose(self) -> None:
+        for provider in self.plugins.providers():
+            await provider.aclose()
+        await self.database.close()
+
+
+def jwt_secret_for(settings: Settings) -> str:
+    """JWT_SECRET, or in development a secret generated once into the data directory."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    if settings.production:
+        raise ConfigurationError("JWT_SECRET or JWT_PUBLIC_KEY is required when CRM_HUB_ENV=production.")
+    path = settings.data_dir / "jwt.secret"
+    secret, created = load_or_create_secret(path)
+    if created:
+        logger.warning(
+            "JWT_SECRET is not set: generated a development secret; set JWT_SECRET in production",
+            extra={"path": str(path)},
+        )
+    return secret

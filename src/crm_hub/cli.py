@@ -1,0 +1,134 @@
+"""The ``crm-hub`` command: serve, migrate, token, plugins, rotate-keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from crm_hub.application import Application, jwt_secret_for
+from crm_hub.auth import Role, mint_token
+from crm_hub.config import Settings
+from crm_hub.errors import ConfigurationError
+from crm_hub.log import configure_logging
+from crm_hub.plugins import PluginHost
+from crm_hub.storage import CredentialRepository, Database, normalize_database_url, upgrade
+from crm_hub.vault import vault_from_settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger("crm_hub")
+
+
+def _serve(settings: Settings, _: argparse.Namespace) -> int:
+    from crm_hub.rpc.server import serve
+
+    application = Application.from_settings(settings)
+    asyncio.run(serve(application))
+    return 0
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    url = normalize_database_url(settings.database_url, data_dir=settings.data_dir)
+    asyncio.run(upgrade(url))
+    logger.info("database is up to date", extra={"dialect": url.partition(":")[0]})
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    secret = jwt_secret_for(settings)
+    print(
+        mint_token(
+            secret,
+            team_id=args.team,
+            role=args.role,
+            subject=args.subject,
+            ttl_seconds=args.ttl,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+    return 0
+
+
+def _plugins(settings: Settings, _: argparse.Namespace) -> int:
+    host = PluginHost(allowlist=settings.plugins)
+    registry = host.providers()
+    plugins = host.plugins()
+    if not plugins:
+        print("No crm_hub plugins are installed.")
+    for plugin in plugins:
+        provided = [name for name in registry.names() if registry.origin(name).name == plugin.name]
+        origin = f"{plugin.distribution} {plugin.version}".strip() or "in-process"
+        print(f"{plugin.name:<20} {origin:<32} providers: {', '.join(provided) or '-'}")
+    return 0
+
+
+async def _rotate(settings: Settings) -> tuple[int, int]:
+    vault = vault_from_settings(
+        secret_vault_key=settings.secret_vault_key,
+        previous_keys=settings.secret_vault_previous_keys,
+        data_dir=settings.data_dir,
+        production=settings.production,
+    )
+    database = Database(normalize_database_url(settings.database_url, data_dir=settings.data_dir))
+    rotated = current = 0
+    try:
+        async with database.session() as reader:
+            async for chunk in CredentialRepository(reader).all_for_rotation():
+                async with database.session() as writer:
+                    repository = CredentialRepository(writer)
+                    for row in chunk:
+                        if not vault.needs_rotation(row.encrypted):
+                            current += 1
+                            continue
+                        sealed = vault.reencrypt(row.encrypted, team_id=row.team_id, provider=row.provider)
+                        if await repository.replace_encrypted(row.id, row.team_id, row.provider, sealed):
+                            rotated += 1
+                    await writer.commit()
+    finally:
+        await database.close()
+    return rotated, current
+
+
+def _rotate_keys(settings: Settings, _: argparse.Namespace) -> int:
+    rotated, current = asyncio.run(_rotate(settings))
+    print(f"Re-encrypted {rotated} credential(s) with the current key; {current} already used it.")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crm-hub", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve gRPC on CRM_HUB_GRPC_ADDRESS").set_defaults(run=_serve)
+    commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_migrate)
+    token = commands.add_parser("token", help="mint a short-lived development token from JWT_SECRET")
+    token.add_argument("--team", required=True, help="team_id claim")
+    token.add_argument("--role", choices=[role.value for role in Role], default=Role.MEMBER.value)
+    token.add_argument("--subject", default="dev", help="sub claim (default: dev)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default: 3600)")
+    token.set_defaults(run=_token)
+    commands.add_parser("plugins", help="list loaded plugins and their providers").set_defaults(run=_plugins)
+    commands.add_parser(
+        "rotate-keys", help="re-encrypt every stored credential with SECRET_VAULT_KEY"
+    ).set_defaults(run=_rotate_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format)
+        return int(args.run(settings, args))
+    except ConfigurationError as error:
+        print(f"crm-hub: configuration error: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Settings, read once from the environment. Every variable is listed in the README's configuration table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crm_hub.errors import ConfigurationError
+
+__all__ = ["DEFAULT_GRPC_ADDRESS", "Settings"]
+
+DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
+
+
+def _optional(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service settings. Secret values are kept out of ``repr`` so a logged Settings leaks nothing."""
+
+    environment: str = "development"
+    grpc_address: str = DEFAULT_GRPC_ADDRESS
+    data_dir: Path = Path("var")
+    database_url: str | None = field(default=None, repr=False)  # may embed a password
+    secret_vault_key: str | None = field(default=None, repr=False)
+    secret_vault_previous_keys: str | None = field(default=None, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = field(default=None, repr=False)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    plugins: tuple[str, ...] | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        environment = (_optional(env, "CRM_HUB_ENV") or "development").lower()
+        if environment not in ("development", "production"):
+            raise ConfigurationError(
+                f"CRM_HUB_ENV must be 'development' or 'production', not {environment!r}"
+            )
+        plugins_value = env.get("CRM_HUB_PLUGINS")
+        plugins = (
+            None
+            if plugins_value is None
+            else tuple(name.strip() for name in plugins_value.split(",") if name.strip())
+        )
+        log_format = (_optional(env, "CRM_HUB_LOG_FORMAT") or "json").lower()
+        if log_format not in ("json", "text"):
+            raise ConfigurationError(f"CRM_HUB_LOG_FORMAT must be 'json' or 'text', not {log_format!r}")
+        return cls(
+            environment=environment,
+            grpc_address=_optional(env, "CRM_HUB_GRPC_ADDRESS") or DEFAULT_GRPC_ADDRESS,
+            data_dir=Path(_optional(env, "CRM_HUB_DATA_DIR") or "var"),
+            database_url=_optional(env, "DATABASE_URL"),
+            secret_vault_key=_optional(env, "SECRET_VAULT_KEY"),
+            secret_vault_previous_keys=_optional(env, "SECRET_VAULT_PREVIOUS_KEYS"),
+            jwt_secret=_optional(env, "JWT_SECRET"),
+            jwt_public_key=_optional(env, "JWT_PUBLIC_KEY"),
+            jwt_issuer=_optional(env, "JWT_ISSUER"),
+            jwt_audience=_optional(env, "JWT_AUDIENCE"),
+            plugins=plugins,
+            log_level=(_optional(env, "CRM_HUB_LOG_LEVEL") or "INFO").upper(),
+            log_format=log_format,
+        )

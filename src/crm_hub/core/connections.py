@@ -1,0 +1,199 @@
+"""Connecting a team to a CRM: the OAuth flow (state + PKCE), the callback, and disconnecting."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from crm_hub.core.caller import Caller
+from crm_hub.core.credentials import CredentialStore
+from crm_hub.core.fields import FieldCatalog
+from crm_hub.errors import FieldViolation, InvalidArgument, ProviderError
+from crm_hub.plugins import PluginHost
+from crm_hub.storage import (
+    Database,
+    IntegrationRepository,
+    IntegrationStatus,
+    OAuthStateRepository,
+    TeamRepository,
+    TimelineRepository,
+    utcnow,
+)
+from crm_hub.vault import Vault
+
+__all__ = ["STATE_LIFETIME", "ConnectionService", "OAuthStart"]
+
+logger = logging.getLogger(__name__)
+
+STATE_LIFETIME = timedelta(minutes=10)
+_MAX_CODE_LENGTH = 4096
+
+
+@dataclass(frozen=True)
+class OAuthStart:
+    auth_url: str
+    state: str
+
+
+def _state_hash(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def _pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+class ConnectionService:
+    def __init__(
+        self,
+        database: Database,
+        vault: Vault,
+        plugins: PluginHost,
+        credentials: CredentialStore,
+        catalog: FieldCatalog,
+    ) -> None:
+        self._database = database
+        self._vault = vault
+        self._plugins = plugins
+        self._credentials = credentials
+        self._catalog = catalog
+
+    async def start_oauth(self, caller: Caller, kind: str) -> OAuthStart:
+        """A consent URL and a one-time state bound to this team and provider (stored hashed)."""
+        provider = self._plugins.providers().get(kind)
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64) if provider.capabilities.pkce else None
+        now = utcnow()
+        async with self._database.session() as session:
+            await TeamRepository(session).ensure(caller.team_id)
+            states = OAuthStateRepository(session)
+            await states.delete_expired(now)
+            await states.create(
+                team_id=caller.team_id,
+                provider=provider.name,
+                state_hash=_state_hash(state),
+                code_verifier=(
+                    self._vault.encrypt(
+                        {"v": verifier}, team_id=caller.team_id, provider=f"{provider.name}#pkce"
+                    )
+                    if verifier
+                    else None
+                ),
+                actor=caller.actor,
+                expires_at=now + STATE_LIFETIME,
+            )
+            await session.commit()
+        auth_url = provider.authorization_url(
+            state=state, code_challenge=_pkce_challenge(verifier) if verifier else None
+        )
+        return OAuthStart(auth_url=auth_url, state=state)
+
+    async def complete_oauth(self, caller: Caller, kind: str, *, code: str, state: str) -> str:
+        """Exchange the code for tokens, store them encrypted and mark the integration CONNECTED."""
+        provider = self._plugins.providers().get(kind)
+        violations = []
+        if not code.strip() or len(code) > _MAX_CODE_LENGTH:
+            violations.append(
+                FieldViolation("code", "the authorization code from the CRM's redirect is required")
+            )
+        if not state.strip():
+            violations.append(
+                FieldViolation("state", "the state returned by /integrations/{kind}/start is required")
+            )
+        if violations:
+            raise InvalidArgument(
+                "The callback needs both the code and the state.",
+                reason="OAUTH_CALLBACK_INVALID",
+                field_violations=violations,
+            )
+        started = time.perf_counter()
+        async with self._database.session() as session:
+            pending = await OAuthStateRepository(session).consume(
+                _state_hash(state), caller.team_id, provider.name, utcnow()
+            )
+            await session.commit()
+        if pending is None:
+            raise InvalidArgument(
+                "The OAuth state is unknown, expired, already used, or was issued to another team or "
+                "provider; start the connection again.",
+                reason="OAUTH_STATE_INVALID",
+                field_violations=[
+                    FieldViolation("state", "not a pending state of your team for this provider")
+                ],
+            )
+        verifier = (
+            self._vault.decrypt(
+                pending.code_verifier, team_id=caller.team_id, provider=f"{provider.name}#pkce"
+            )["v"]
+            if pending.code_verifier
+            else None
+        )
+        try:
+            tokens = await provider.exchange_code(code=code, code_verifier=verifier)
+        except ProviderError as error:
+            await self._record(
+                caller, provider.name, "connect_failed", str(error.message), started, error.reason
+            )
+            raise
+        await self._credentials.save(caller.team_id, provider.name, tokens)
+        self._catalog.forget(caller.team_id, provider.name)  # another account may have been connected
+        async with self._database.session() as session:
+            await IntegrationRepository(session).upsert_status(
+                caller.team_id, provider.name, IntegrationStatus.CONNECTED
+            )
+            await session.commit()
+        await self._record(caller, provider.name, "connected", f"{provider.label} connected.", started)
+        return f"{provider.label} connected successfully."
+
+    async def disconnect(self, caller: Caller, kind: str) -> str:
+        """Revoke the tokens at the CRM (best effort), forget them, mark the integration DISCONNECTED."""
+        provider = self._plugins.providers().get(kind)
+        started = time.perf_counter()
+        tokens = await self._credentials.delete(caller.team_id, provider.name)
+        self._catalog.forget(caller.team_id, provider.name)
+        if tokens is not None:
+            try:
+                await provider.revoke(tokens)
+            except ProviderError as error:
+                # The tokens are gone from here either way; a failed revoke only leaves them to expire.
+                logger.warning(
+                    "token revocation failed", extra={"provider": provider.name, "reason": error.reason}
+                )
+        async with self._database.session() as session:
+            await TeamRepository(session).ensure(caller.team_id)
+            await IntegrationRepository(session).upsert_status(
+                caller.team_id, provider.name, IntegrationStatus.DISCONNECTED
+            )
+            await session.commit()
+        await self._record(caller, provider.name, "disconnected", f"{provider.label} disconnected.", started)
+        if tokens is None:
+            return f"{provider.label} was not connected."
+        return f"{provider.label} disconnected."
+
+    async def _record(
+        self,
+        caller: Caller,
+        provider: str,
+        action: str,
+        message: str,
+        started: float,
+        error_reason: str | None = None,
+    ) -> None:
+        async with self._database.session() as session:
+            await TimelineRepository(session).append(
+                caller.team_id,
+                provider=provider,
+                action=action,
+                message=message,
+                actor=caller.actor,
+                request_id=caller.request_id,
+                duration_ms=round((time.perf_counter() - started) * 1000),
+                error_reason=error_reason,
+            )
+            await session.commit()

@@ -1,0 +1,158 @@
+"""Team credentials: encrypted at rest, decrypted only on the way into a provider call, refreshed once.
+
+A refresh happens before expiry and on an expired-token answer, one at a time per team and provider:
+concurrent callers wait for the refresh in flight and use its result. Within a process an asyncio lock
+does this; across processes the credentials row is locked (SELECT … FOR UPDATE on PostgreSQL) and the
+token re-read, so a refresh that another replica just finished is reused, not repeated — which matters
+for CRMs that rotate refresh tokens and kill the chain on reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_hub.core.caller import Caller
+from crm_hub.errors import AuthExpired, FailedPrecondition, RefreshRejected
+from crm_hub.providers import CrmProvider, TokenSet
+from crm_hub.storage import (
+    CredentialRepository,
+    Database,
+    IntegrationRepository,
+    IntegrationStatus,
+    TimelineRepository,
+    utcnow,
+)
+from crm_hub.vault import Vault
+
+__all__ = ["CREDENTIALS_EXPIRED", "CredentialStore"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CREDENTIALS_EXPIRED = "Credentials expired"
+#: Refresh this long before the CRM's stated expiry, so a token never dies mid-call.
+REFRESH_MARGIN = timedelta(minutes=2)
+
+
+class CredentialStore:
+    def __init__(self, database: Database, vault: Vault) -> None:
+        self._database = database
+        self._vault = vault
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def save(self, team_id: str, provider: str, tokens: TokenSet) -> None:
+        async with self._database.session() as session:
+            await CredentialRepository(session).put(team_id, provider, self._seal(team_id, provider, tokens))
+            await session.commit()
+
+    async def load(self, team_id: str, provider: str) -> TokenSet:
+        """The stored tokens, or FAILED_PRECONDITION when the team has not connected the provider."""
+        async with self._database.session() as session:
+            row = await CredentialRepository(session).get(team_id, provider)
+        if row is None:
+            raise _not_connected(provider)
+        return self._open(team_id, provider, row.encrypted)
+
+    async def session_for(self, caller: Caller, provider: CrmProvider) -> TokenSet:
+        """Tokens ready for a call: refreshed first if they expire within REFRESH_MARGIN."""
+        tokens = await self.load(caller.team_id, provider.name)
+        if tokens.expires_at is not None and tokens.expires_at - REFRESH_MARGIN <= utcnow():
+            tokens = await self.refresh(caller, provider, stale=tokens)
+        return tokens
+
+    async def call(
+        self, caller: Caller, provider: CrmProvider, operation: Callable[[TokenSet], Awaitable[T]]
+    ) -> T:
+        """Run ``operation`` with fresh tokens; on AuthExpired refresh once and run it again."""
+        tokens = await self.session_for(caller, provider)
+        try:
+            return await operation(tokens)
+        except AuthExpired:
+            tokens = await self.refresh(caller, provider, stale=tokens)
+            return await operation(tokens)
+
+    async def refresh(self, caller: Caller, provider: CrmProvider, *, stale: TokenSet) -> TokenSet:
+        """Replace ``stale`` tokens, unless someone else already did: then use theirs."""
+        team_id = caller.team_id
+        lock = self._locks.setdefault((team_id, provider.name), asyncio.Lock())
+        async with lock, self._database.session() as session:
+            row = await CredentialRepository(session).lock_for_refresh(team_id, provider.name)
+            if row is None:
+                raise _not_connected(provider.name)
+            current = self._open(team_id, provider.name, row.encrypted)
+            if current.access_token != stale.access_token:
+                return current  # refreshed by a concurrent caller (here or in another replica)
+            if not current.refresh_token:
+                await self._mark_expired(session, caller, provider.name, "no refresh token")
+                raise RefreshRejected(
+                    f"{provider.label} credentials expired and cannot be refreshed; reconnect the integration.",
+                    provider=provider.name,
+                )
+            try:
+                fresh = await provider.refresh(current)
+            except RefreshRejected as error:
+                await self._mark_expired(session, caller, provider.name, error.message)
+                raise RefreshRejected(
+                    f"{provider.label} refused to refresh the credentials; reconnect the integration.",
+                    provider=provider.name,
+                    status=error.status,
+                ) from None
+            # CRMs that do not rotate refresh tokens answer without one: keep the one we have.
+            if not fresh.refresh_token:
+                fresh = replace(fresh, refresh_token=current.refresh_token)
+            await CredentialRepository(session).put(
+                team_id, provider.name, self._seal(team_id, provider.name, fresh)
+            )
+            await session.commit()
+            logger.info("credentials refreshed", extra={"team": team_id, "provider": provider.name})
+            return fresh
+
+    async def delete(self, team_id: str, provider: str) -> TokenSet | None:
+        """Forget the tokens; returns them (for revocation) if there were any."""
+        async with self._database.session() as session:
+            repository = CredentialRepository(session)
+            row = await repository.get(team_id, provider)
+            if row is None:
+                return None
+            tokens = self._open(team_id, provider, row.encrypted)
+            await repository.delete(team_id, provider)
+            await session.commit()
+            return tokens
+
+    async def _mark_expired(self, session: AsyncSession, caller: Caller, provider: str, detail: str) -> None:
+        await IntegrationRepository(session).upsert_status(
+            caller.team_id, provider, IntegrationStatus.ERROR, CREDENTIALS_EXPIRED
+        )
+        await TimelineRepository(session).append(
+            caller.team_id,
+            provider=provider,
+            action="refresh_failed",
+            message=f"Token refresh was refused ({detail}); reconnect the integration.",
+            actor=caller.actor,
+            request_id=caller.request_id,
+            duration_ms=0,
+            error_reason=RefreshRejected.default_reason,
+        )
+        await session.commit()
+
+    def _seal(self, team_id: str, provider: str, tokens: TokenSet) -> dict[str, object]:
+        return self._vault.encrypt(tokens.to_dict(), team_id=team_id, provider=provider)
+
+    def _open(self, team_id: str, provider: str, envelope: dict[str, object]) -> TokenSet:
+        return TokenSet.from_dict(self._vault.decrypt(envelope, team_id=team_id, provider=provider))
+
+
+def _not_connected(provider: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"The {provider} integration is not connected for your team; connect it first "
+        f"(GET /integrations/{provider}/start).",
+        reason="PROVIDER_NOT_CONNECTED",
+        metadata={"provider": provider},
+    )

@@ -1,0 +1,142 @@
+"""A CRM's contact fields (cached per team) and the team's mapping of lead fields onto them."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+
+from crm_hub.core.caller import Caller
+from crm_hub.core.credentials import CredentialStore
+from crm_hub.errors import FieldViolation, MappingInvalid, NotFound
+from crm_hub.plugins import PluginHost
+from crm_hub.providers import CrmField, CrmProvider, FieldType
+from crm_hub.storage import Database, IntegrationRepository
+
+__all__ = ["FIELDS_CACHE_SECONDS", "FieldCatalog", "validate_mapping"]
+
+#: How long a team's field list is reused before the CRM is asked again.
+FIELDS_CACHE_SECONDS = 300.0
+MAX_MAPPING_ENTRIES = 200
+_LEAD_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+#: Lead fields with a known meaning, and the CRM field types that can hold them.
+_KNOWN_LEAD_FIELDS: dict[str, frozenset[FieldType]] = {
+    "email": frozenset({"email", "string", "textarea"}),
+    "phone": frozenset({"phone", "string", "textarea"}),
+    "website": frozenset({"url", "string", "textarea"}),
+}
+
+
+class FieldCatalog:
+    def __init__(
+        self,
+        database: Database,
+        plugins: PluginHost,
+        credentials: CredentialStore,
+        *,
+        cache_seconds: float = FIELDS_CACHE_SECONDS,
+    ) -> None:
+        self._database = database
+        self._plugins = plugins
+        self._credentials = credentials
+        self._cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str], tuple[float, list[CrmField]]] = {}
+
+    async def list_fields(self, caller: Caller, kind: str) -> list[CrmField]:
+        provider = self._plugins.providers().get(kind)
+        return await self.fields_of(caller, provider)
+
+    async def fields_of(self, caller: Caller, provider: CrmProvider) -> list[CrmField]:
+        """The provider's fields for this team, from the cache while it is fresh."""
+        key = (caller.team_id, provider.name)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        fields = await self._credentials.call(caller, provider, provider.list_fields)
+        self._cache[key] = (time.monotonic() + self._cache_seconds, fields)
+        return fields
+
+    def forget(self, team_id: str, provider: str) -> None:
+        """Drop the cached fields (on connect and disconnect: the account may have changed)."""
+        self._cache.pop((team_id, provider), None)
+
+    async def get_mapping(self, caller: Caller, kind: str) -> dict[str, str]:
+        provider = self._plugins.providers().get(kind)
+        async with self._database.session() as session:
+            integration = await IntegrationRepository(session).get(caller.team_id, provider.name)
+        if integration is None:
+            return {}
+        return dict(integration.settings.get("mapping") or {})
+
+    async def save_mapping(self, caller: Caller, kind: str, mapping: Mapping[str, str]) -> dict[str, str]:
+        """Validate the mapping against the CRM's fields, then save it; nothing is saved if any entry is bad."""
+        provider = self._plugins.providers().get(kind)
+        fields = await self.fields_of(caller, provider)
+        validate_mapping(mapping, fields, provider_label=provider.label)
+        async with self._database.session() as session:
+            repository = IntegrationRepository(session)
+            integration = await repository.get(caller.team_id, provider.name)
+            if integration is None:
+                raise NotFound(
+                    f"The {provider.name} integration was never connected.", reason="PROVIDER_NOT_CONNECTED"
+                )
+            await repository.save_settings(
+                caller.team_id, provider.name, {**integration.settings, "mapping": dict(mapping)}
+            )
+            await session.commit()
+        return dict(mapping)
+
+
+def validate_mapping(mapping: Mapping[str, str], fields: list[CrmField], *, provider_label: str) -> None:
+    """Every target exists and is writable, types fit, no target is fed twice, required fields are fed."""
+    by_name = {field.name: field for field in fields}
+    violations: list[FieldViolation] = []
+    if not mapping:
+        violations.append(FieldViolation("mapping", "map at least one lead field onto a CRM field"))
+    if len(mapping) > MAX_MAPPING_ENTRIES:
+        violations.append(FieldViolation("mapping", f"at most {MAX_MAPPING_ENTRIES} entries"))
+    fed_by: dict[str, str] = {}
+    for lead_field, target in sorted(mapping.items()):
+        where = f"mapping[{lead_field[:64]}]"
+        if not _LEAD_FIELD.match(lead_field):
+            violations.append(
+                FieldViolation(where, "lead field names use letters, digits, _ . - (at most 64)")
+            )
+            continue
+        field = by_name.get(target)
+        if field is None:
+            violations.append(
+                FieldViolation(where, f"{target[:100]!r} is not a {provider_label} contact field")
+            )
+            continue
+        if not field.writable:
+            violations.append(FieldViolation(where, f"{provider_label} field {target!r} is read-only"))
+        allowed = _KNOWN_LEAD_FIELDS.get(lead_field)
+        if allowed is not None and field.type not in allowed:
+            violations.append(
+                FieldViolation(
+                    where, f"a lead's {lead_field} cannot go into {target!r}, a {field.type} field"
+                )
+            )
+        if target in fed_by:
+            violations.append(
+                FieldViolation(where, f"{target!r} is already fed by lead field {fed_by[target]!r}")
+            )
+        else:
+            fed_by[target] = lead_field
+    if mapping:
+        for field in fields:
+            if field.required and field.writable and field.name not in fed_by:
+                violations.append(
+                    FieldViolation(
+                        "mapping",
+                        f"{provider_label} requires {field.name!r} ({field.label}); map a lead field onto it",
+                    )
+                )
+    if violations:
+        raise MappingInvalid(
+            f"The mapping cannot be saved: {len(violations)} problem(s). "
+            + "; ".join(f"{v.field}: {v.description}" for v in violations[:5]),
+            field_violations=violations,
+        )

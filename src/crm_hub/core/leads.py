@@ -1,0 +1,142 @@
+"""Lead intake and the lead's audit timeline. Every read and write is scoped to the caller's team."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from crm_hub.core.caller import Caller
+from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from crm_hub.storage import Database, Lead, LeadRepository, TeamRepository, TimelineEvent, TimelineRepository
+
+__all__ = ["LeadService", "TimelinePage"]
+
+MAX_FIELDS = 100
+MAX_VALUE_LENGTH = 10_000
+MAX_EXTERNAL_ID_LENGTH = 128
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_LEAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    events: list[TimelineEvent]
+    next_page_token: str
+
+
+class LeadService:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def create(
+        self, caller: Caller, fields: Mapping[str, str], external_id: str = ""
+    ) -> tuple[Lead, bool]:
+        """Store a lead; with an external_id already used by the team, return that lead (created=False).
+
+        The same external_id with different fields is refused with ALREADY_EXISTS rather than silently
+        ignoring (or overwriting) the new values.
+        """
+        _validate_lead(fields, external_id)
+        async with self._database.session() as session:
+            await TeamRepository(session).ensure(caller.team_id)
+            lead, created = await LeadRepository(session).create(
+                caller.team_id, dict(fields), external_id or None
+            )
+            await session.commit()
+        if not created and dict(lead.fields) != dict(fields):
+            raise AlreadyExists(
+                f"A lead with externalId {external_id!r} already exists with different fields.",
+                reason="LEAD_EXTERNAL_ID_CONFLICT",
+                metadata={"lead_id": lead.id},
+            )
+        return lead, created
+
+    async def get(self, caller: Caller, lead_id: str) -> Lead:
+        _check_lead_id(lead_id)
+        async with self._database.session() as session:
+            return await LeadRepository(session).get(caller.team_id, lead_id)
+
+    async def timeline(
+        self, caller: Caller, lead_id: str, *, page_size: int = 0, page_token: str = ""
+    ) -> TimelinePage:
+        """The lead's events, newest first, ``page_size`` at a time."""
+        _check_lead_id(lead_id)
+        if page_size < 0:
+            raise InvalidArgument("pageSize must not be negative.", field_violations=[
+                FieldViolation("page_size", "must be between 1 and 500, or 0 for the default of 50"),
+            ])  # fmt: skip
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = _decode_page_token(page_token) if page_token else None
+        async with self._database.session() as session:
+            await LeadRepository(session).get(caller.team_id, lead_id)  # NotFound for other teams' leads
+            events = await TimelineRepository(session).list_for_lead(
+                caller.team_id, lead_id, limit=limit + 1, before=before
+            )
+        next_token = _encode_page_token(events[limit - 1]) if len(events) > limit else ""
+        return TimelinePage(events=events[:limit], next_page_token=next_token)
+
+
+def _validate_lead(fields: Mapping[str, str], external_id: str) -> None:
+    violations: list[FieldViolation] = []
+    if not fields:
+        violations.append(FieldViolation("fields", "a lead needs at least one field, e.g. email"))
+    if len(fields) > MAX_FIELDS:
+        violations.append(FieldViolation("fields", f"at most {MAX_FIELDS} fields per lead"))
+    for name, value in fields.items():
+        if not _FIELD_NAME.match(name):
+            violations.append(
+                FieldViolation(
+                    f"fields[{name[:64]}]",
+                    "field names start with a letter or _ and use letters, digits, _ . - (at most 64)",
+                )
+            )
+        elif len(value) > MAX_VALUE_LENGTH:
+            violations.append(FieldViolation(f"fields[{name}]", f"longer than {MAX_VALUE_LENGTH} characters"))
+    email = fields.get("email")
+    if email is not None and email.strip() and not _looks_like_email(email):
+        violations.append(FieldViolation("fields[email]", f"{email[:80]!r} is not an email address"))
+    if len(external_id) > MAX_EXTERNAL_ID_LENGTH or not external_id.isprintable():
+        violations.append(
+            FieldViolation("external_id", f"at most {MAX_EXTERNAL_ID_LENGTH} printable characters")
+        )
+    if violations:
+        raise InvalidArgument(
+            "The lead is not valid: " + "; ".join(f"{v.field}: {v.description}" for v in violations) + ".",
+            reason="LEAD_INVALID",
+            field_violations=violations,
+        )
+
+
+def _looks_like_email(value: str) -> bool:
+    local, at, domain = value.strip().rpartition("@")
+    return bool(at and local and "." in domain and not domain.startswith(".") and " " not in value.strip())
+
+
+def _check_lead_id(lead_id: str) -> None:
+    # A malformed id is indistinguishable from a missing one: no hint about id formats or other teams.
+    if not _LEAD_ID.match(lead_id):
+        raise NotFound(f"Lead {lead_id[:64]!r} not found.", reason="LEAD_NOT_FOUND")
+
+
+def _encode_page_token(event: TimelineEvent) -> str:
+    raw = f"{event.created_at.isoformat()}|{event.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        created_at, _, event_id = raw.partition("|")
+        return datetime.fromisoformat(created_at), event_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument(
+            "pageToken is not valid; pass the nextPageToken of the previous page.",
+            reason="PAGE_TOKEN_INVALID",
+            field_violations=[FieldViolation("page_token", "not a token this service issued")],
+        ) from None

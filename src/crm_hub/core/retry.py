@@ -1,0 +1,57 @@
+"""Retrying CRM calls: rate limits and transient failures only, with backoff, jitter and a deadline.
+
+Built on tenacity. ``Retry-After`` (carried on RateLimited / Unavailable as ``retry_after``) is honoured
+when the CRM sends it; otherwise exponential backoff with full jitter. Rejections (validation, duplicates)
+and auth problems are never retried here: refresh-on-expiry is the credential store's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity.wait import wait_exponential_jitter
+
+from crm_hub.errors import RateLimited, Unavailable
+
+__all__ = ["RetryPolicy"]
+
+T = TypeVar("T")
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, RateLimited | Unavailable) and getattr(error, "retryable", True)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    #: At most this many tries in all (the first one included).
+    attempts: int = 5
+    #: Give up rather than wait past this many seconds since the first try.
+    deadline_seconds: float = 30.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 8.0
+    #: Injected by tests to retry without waiting.
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False)
+
+    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
+        backoff = wait_exponential_jitter(initial=self.initial_backoff, max=self.max_backoff)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                return min(float(retry_after), self.deadline_seconds)
+            return float(backoff(state))
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(self.deadline_seconds),
+            wait=wait,
+            retry=retry_if_exception(_is_transient),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return await retrying(operation)

@@ -1,0 +1,61 @@
+"""Live status of a team's integrations: one entry per registered provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from crm_hub.core.caller import Caller
+from crm_hub.plugins import PluginHost
+from crm_hub.storage import Database, IntegrationRepository, TimelineRepository
+
+__all__ = ["IntegrationState", "StatusReporter"]
+
+CONNECTED, DISCONNECTED, ERROR = "CONNECTED", "DISCONNECTED", "ERROR"
+
+
+@dataclass(frozen=True)
+class IntegrationState:
+    connected: bool
+    state: str
+    version: str = ""
+    last_sync: datetime | None = None
+    error: str | None = None
+    syncs_total: int = 0
+    syncs_succeeded: int = 0
+    reconnect_required: bool = False
+
+    @property
+    def success_rate(self) -> float:
+        return self.syncs_succeeded / self.syncs_total if self.syncs_total else 0.0
+
+
+class StatusReporter:
+    def __init__(self, database: Database, plugins: PluginHost) -> None:
+        self._database = database
+        self._plugins = plugins
+
+    async def report(self, caller: Caller) -> dict[str, IntegrationState]:
+        """Every registered provider, connected or not, with the team's sync counts."""
+        registry = self._plugins.providers()
+        async with self._database.session() as session:
+            integrations = {
+                row.kind: row for row in await IntegrationRepository(session).list(caller.team_id)
+            }
+            counts = await TimelineRepository(session).sync_counts(caller.team_id)
+        report: dict[str, IntegrationState] = {}
+        for name in registry.names():
+            row = integrations.get(name)
+            total, succeeded = counts.get(name, (0, 0))
+            state = row.status if row else DISCONNECTED
+            report[name] = IntegrationState(
+                connected=state == CONNECTED,
+                state=state,
+                version=registry.origin(name).version,
+                last_sync=row.last_sync_at if row else None,
+                error=row.error if row else None,
+                syncs_total=total,
+                syncs_succeeded=succeeded,
+                reconnect_required=bool(row and row.status == ERROR),
+            )
+        return report

@@ -1,0 +1,267 @@
+"""Syncing a lead into a CRM: payload, duplicate policy, dry run, retries, timeline and status.
+
+The path of one sync: load the lead (team-scoped) and the saved mapping → build and validate the payload
+against the CRM's fields → look up contacts with the lead's email → apply the duplicate policy → write
+(or stop here on a dry run) → append a timeline event → return the outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from crm_hub.core.caller import Caller
+from crm_hub.core.credentials import CredentialStore
+from crm_hub.core.fields import FieldCatalog
+from crm_hub.core.payload import build_payload
+from crm_hub.core.retry import RetryPolicy
+from crm_hub.errors import (
+    CrmHubError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ProviderError,
+)
+from crm_hub.plugins import PluginHost
+from crm_hub.providers import ContactInput, ContactUpdate, CrmProvider, TokenSet, WriteResult
+from crm_hub.storage import (
+    Database,
+    IntegrationRepository,
+    IntegrationStatus,
+    LeadRepository,
+    TimelineRepository,
+    utcnow,
+)
+
+__all__ = ["DUPLICATE_POLICIES", "SyncEngine", "SyncOutcome"]
+
+DUPLICATE_POLICIES = ("skip", "update", "create_new")
+DEFAULT_POLICY = "update"
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    action: str
+    message: str
+    payload: dict[str, Any]
+    dry_run: bool
+    contact_id: str | None = None
+    other_contact_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the duplicate policy decided, before any write."""
+
+    action: str  # created | updated | skipped | upserted | conflict (dry run of create_new on a match)
+    contact_id: str | None
+    others: list[str]
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        database: Database,
+        plugins: PluginHost,
+        credentials: CredentialStore,
+        catalog: FieldCatalog,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._database = database
+        self._plugins = plugins
+        self._credentials = credentials
+        self._catalog = catalog
+        self._retry = retry or RetryPolicy()
+
+    async def sync_lead(
+        self,
+        caller: Caller,
+        lead_id: str,
+        *,
+        provider: str,
+        duplicate_policy: str = "",
+        dry_run: bool = False,
+    ) -> SyncOutcome:
+        policy = duplicate_policy or DEFAULT_POLICY
+        violations = []
+        if not provider:
+            violations.append(FieldViolation("provider", "name the CRM to sync to, e.g. hubspot"))
+        if policy not in DUPLICATE_POLICIES:
+            violations.append(
+                FieldViolation("duplicatePolicy", f"must be one of {', '.join(DUPLICATE_POLICIES)}")
+            )
+        if violations:
+            raise InvalidArgument(
+                "The sync request is not valid: "
+                + "; ".join(f"{v.field} {v.description}" for v in violations)
+                + ".",
+                reason="SYNC_REQUEST_INVALID",
+                field_violations=violations,
+            )
+        crm = self._plugins.providers().get(provider)
+        started = time.perf_counter()
+        async with self._database.session() as session:
+            lead = await LeadRepository(session).get(caller.team_id, lead_id)
+            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
+        if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
+            raise FailedPrecondition(
+                f"{crm.label} is not connected for your team; connect it first.",
+                reason="PROVIDER_NOT_CONNECTED",
+                metadata={"provider": crm.name},
+            )
+        mapping: dict[str, str] = dict(integration.settings.get("mapping") or {})
+        if not mapping:
+            raise FailedPrecondition(
+                f"No field mapping is saved for {crm.label}; save one with POST /integrations/{crm.name}/mapping.",
+                reason="MAPPING_MISSING",
+                metadata={"provider": crm.name},
+            )
+        try:
+            fields = await self._catalog.fields_of(caller, crm)
+            payload = build_payload(lead.fields, mapping, fields, provider_label=crm.label)
+            email = (lead.fields.get("email") or "").strip().lower() or None
+            outcome = await self._credentials.call(
+                caller, crm, lambda tokens: self._apply(crm, tokens, payload, email, policy, dry_run)
+            )
+        except CrmHubError as error:
+            await self._record(caller, crm.name, lead.id, started, dry_run, failure=error)
+            raise
+        await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome)
+        return outcome
+
+    async def _apply(
+        self,
+        crm: CrmProvider,
+        tokens: TokenSet,
+        payload: dict[str, Any],
+        email: str | None,
+        policy: str,
+        dry_run: bool,
+    ) -> SyncOutcome:
+        plan = await self._plan(crm, tokens, email, policy, dry_run)
+        if dry_run:
+            return SyncOutcome(
+                action=_DRY_RUN_ACTIONS[plan.action],
+                message=_dry_run_message(crm.label, plan),
+                payload=payload,
+                dry_run=True,
+                contact_id=plan.contact_id,
+                other_contact_ids=plan.others,
+            )
+        if plan.action == "skipped":
+            return SyncOutcome(
+                action="skipped",
+                message=f"A {crm.label} contact with this email exists; left untouched (policy skip).",
+                payload=payload,
+                dry_run=False,
+                contact_id=plan.contact_id,
+                other_contact_ids=plan.others,
+            )
+        result = await self._write(crm, tokens, payload, email, plan)
+        if result.error is not None:
+            raise result.error
+        action = "created" if result.created else "updated"
+        return SyncOutcome(
+            action=action,
+            message=f"Contact {action} successfully.",
+            payload=payload,
+            dry_run=False,
+            contact_id=result.contact_id,
+            other_contact_ids=plan.others,
+        )
+
+    async def _plan(
+        self, crm: CrmProvider, tokens: TokenSet, email: str | None, policy: str, dry_run: bool
+    ) -> _Plan:
+        # update without a dry run on a CRM that upserts by email needs no lookup: one call does both.
+        if policy == "update" and not dry_run and email and crm.capabilities.upsert_by_email:
+            return _Plan("upserted", None, [])
+        if policy == "create_new" and not dry_run:
+            return _Plan("created", None, [])
+        matches: list[str] = []
+        if email:
+            found = await self._retry.run(lambda: crm.find_contacts_by_email(tokens, [email]))
+            matches = found.get(email, [])
+        # Deterministic choice among several matches: the provider lists them oldest first.
+        chosen, others = (matches[0], matches[1:]) if matches else (None, [])
+        if chosen is None:
+            return _Plan("created", None, [])
+        if policy == "skip":
+            return _Plan("skipped", chosen, others)
+        if policy == "update":
+            return _Plan("updated", chosen, others)
+        return _Plan("conflict", chosen, others)  # create_new on a dry run: the CRM would refuse a duplicate
+
+    async def _write(
+        self, crm: CrmProvider, tokens: TokenSet, payload: dict[str, Any], email: str | None, plan: _Plan
+    ) -> WriteResult:
+        if plan.action == "upserted":
+            results = await self._retry.run(
+                lambda: crm.upsert_contacts_by_email(tokens, [ContactInput(properties=payload, email=email)])
+            )
+        elif plan.action == "updated":
+            assert plan.contact_id is not None
+            results = await self._retry.run(
+                lambda: crm.update_contacts(
+                    tokens, [ContactUpdate(contact_id=plan.contact_id or "", properties=payload)]
+                )
+            )
+        else:
+            results = await self._retry.run(
+                lambda: crm.create_contacts(tokens, [ContactInput(properties=payload, email=email)])
+            )
+        if len(results) != 1:
+            raise ProviderError(
+                f"{crm.label} returned {len(results)} results for one record.", provider=crm.name
+            )
+        return results[0]
+
+    async def _record(
+        self,
+        caller: Caller,
+        provider: str,
+        lead_id: str,
+        started: float,
+        dry_run: bool,
+        *,
+        outcome: SyncOutcome | None = None,
+        failure: CrmHubError | None = None,
+    ) -> None:
+        async with self._database.session() as session:
+            await TimelineRepository(session).append(
+                caller.team_id,
+                provider=provider,
+                lead_id=lead_id,
+                action=outcome.action if outcome else "failed",
+                contact_id=(
+                    outcome.contact_id if outcome else failure.metadata.get("contact_id") if failure else None
+                ),
+                dry_run=dry_run,
+                error_reason=failure.reason if failure else None,
+                message=outcome.message if outcome else (failure.message if failure else ""),
+                actor=caller.actor,
+                request_id=caller.request_id,
+                duration_ms=round((time.perf_counter() - started) * 1000),
+            )
+            if outcome and not dry_run:
+                await IntegrationRepository(session).mark_synced(caller.team_id, provider, utcnow())
+            await session.commit()
+
+
+_DRY_RUN_ACTIONS = {
+    "created": "would_create",
+    "updated": "would_update",
+    "skipped": "would_skip",
+    "conflict": "would_conflict",
+}
+
+
+def _dry_run_message(label: str, plan: _Plan) -> str:
+    if plan.action == "skipped":
+        return f"Dry run: a {label} contact with this email exists and would be left untouched."
+    if plan.action == "updated":
+        return f"Dry run: the existing {label} contact would be updated."
+    if plan.action == "conflict":
+        return f"Dry run: {label} already has a contact with this email and would refuse a new one (policy create_new)."
+    return f"Dry run: a new {label} contact would be created."

@@ -1,0 +1,30 @@
+"""The hooks a crm_hub plugin may implement. Import ``hookimpl`` from here to mark implementations.
+
+Hooks are called with keyword arguments only; a hook evolves by gaining parameters, never by changing
+them, and implementations may accept any subset of the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+from crm_hub.providers import CrmProvider
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("crm_hub")
+hookimpl = pluggy.HookimplMarker("crm_hub")
+
+
+# -- Providers -----------------------------------------------------------------------------------
+
+
+@hookspec
+def register_providers(register: Callable[[CrmProvider], None]) -> None:
+    """Register CRM providers by calling ``register(provider_instance)`` once per provider.
+
+    Called once, when the plugin host first needs providers; every implementation is called.
+    Two providers with the same ``name`` are a configuration error naming both plugins.
+    """

@@ -1,0 +1,159 @@
+"""The plugin host: loads plugins from the ``crm_hub`` entry point group and collects their providers.
+
+First-party providers (crm-hub-hubspot, crm-hub-salesforce) load through the same entry points as any
+third-party package. ``CRM_HUB_PLUGINS`` (comma-separated distribution or entry point names) restricts
+which are loaded; set to an empty string it loads none.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+
+import pluggy
+
+from crm_hub import hookspecs
+from crm_hub.errors import ConfigurationError, NotFound
+from crm_hub.providers import PROVIDER_NAME_PATTERN, CrmProvider
+
+__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost", "ProviderRegistry"]
+
+ENTRY_POINT_GROUP = "crm_hub"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    """A registered plugin, and the distribution it came from (empty for in-process registrations)."""
+
+    name: str
+    distribution: str
+    version: str
+
+
+class ProviderRegistry:
+    """The providers registered by plugins, by name."""
+
+    def __init__(self, providers: dict[str, CrmProvider], origins: dict[str, LoadedPlugin]) -> None:
+        self._providers = providers
+        self._origins = origins
+
+    def __iter__(self) -> Iterator[CrmProvider]:
+        return iter(self._providers[name] for name in self.names())
+
+    def __len__(self) -> int:
+        return len(self._providers)
+
+    def names(self) -> list[str]:
+        return sorted(self._providers)
+
+    def get(self, name: str) -> CrmProvider:
+        """The provider called ``name``, or NotFound naming the ones that are available."""
+        provider = self._providers.get(name)
+        if provider is None:
+            available = ", ".join(self.names()) or "none (no provider plugin is installed)"
+            shown = name if PROVIDER_NAME_PATTERN.match(name) else repr(name[:40])
+            raise NotFound(
+                f"Unknown provider {shown}. Available providers: {available}.",
+                reason="PROVIDER_NOT_FOUND",
+                metadata={"provider": name[:40], "available": ",".join(self.names())},
+            )
+        return provider
+
+    def origin(self, name: str) -> LoadedPlugin:
+        return self._origins[name]
+
+
+class PluginHost:
+    """Owns the pluggy PluginManager. Plugins load lazily and once."""
+
+    def __init__(self, *, load_entry_points: bool = True, allowlist: Collection[str] | None = None) -> None:
+        self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.manager.add_hookspecs(hookspecs)
+        self._load_entry_points = load_entry_points
+        self._allowlist = None if allowlist is None else frozenset(allowlist)
+        self._loaded = False
+        self._plugins: dict[str, LoadedPlugin] = {}
+        self._registry: ProviderRegistry | None = None
+
+    def register(self, plugin: object, *, name: str, distribution: str = "", version: str = "") -> None:
+        """Register an in-process plugin (tests use this for throwaway providers)."""
+        self.manager.register(plugin, name=name)
+        self._plugins[name] = LoadedPlugin(name=name, distribution=distribution, version=version)
+        self._registry = None
+
+    def unregister(self, name: str) -> None:
+        self.manager.unregister(name=name)
+        self._plugins.pop(name, None)
+        self._registry = None
+
+    def plugins(self) -> list[LoadedPlugin]:
+        self._ensure_loaded()
+        return sorted(self._plugins.values(), key=lambda plugin: plugin.name)
+
+    def providers(self) -> ProviderRegistry:
+        self._ensure_loaded()
+        if self._registry is None:
+            self._registry = self._collect_providers()
+        return self._registry
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self._load_entry_points:
+            for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                distribution = entry_point.dist.name if entry_point.dist else ""
+                if self._allowlist is not None and not ({entry_point.name, distribution} & self._allowlist):
+                    logger.info(
+                        "plugin not in CRM_HUB_PLUGINS, not loaded", extra={"plugin": entry_point.name}
+                    )
+                    continue
+                module = _load(entry_point)
+                version = entry_point.dist.version if entry_point.dist else ""
+                self.register(module, name=entry_point.name, distribution=distribution, version=version)
+        # A misspelled hook in a plugin fails here, loudly, instead of never being called.
+        self.manager.check_pending()
+
+    def _collect_providers(self) -> ProviderRegistry:
+        providers: dict[str, CrmProvider] = {}
+        origins: dict[str, LoadedPlugin] = {}
+        for implementation in self.manager.hook.register_providers.get_hookimpls():
+            plugin = self._plugins.get(implementation.plugin_name) or LoadedPlugin(
+                implementation.plugin_name, "", ""
+            )
+
+            def register(provider: CrmProvider, plugin: LoadedPlugin = plugin) -> None:
+                if not isinstance(provider, CrmProvider):
+                    raise ConfigurationError(
+                        f"Plugin {plugin.name!r} registered {provider!r}, which is not a CrmProvider."
+                    )
+                name = getattr(provider, "name", "")
+                if not isinstance(name, str) or not PROVIDER_NAME_PATTERN.match(name):
+                    raise ConfigurationError(
+                        f"Plugin {plugin.name!r} registered a provider named {name!r}; names must match "
+                        f"{PROVIDER_NAME_PATTERN.pattern}."
+                    )
+                if name in providers:
+                    raise ConfigurationError(
+                        f"Provider {name!r} is registered twice: by plugin {origins[name].name!r} "
+                        f"and by plugin {plugin.name!r}."
+                    )
+                providers[name] = provider
+                origins[name] = plugin
+
+            arguments = {"register": register}
+            implementation.function(**{name: arguments[name] for name in implementation.argnames})
+        return ProviderRegistry(providers, origins)
+
+
+def _load(entry_point: importlib.metadata.EntryPoint) -> object:
+    try:
+        plugin: object = entry_point.load()
+        return plugin
+    except Exception as error:
+        raise ConfigurationError(
+            f"Plugin {entry_point.name!r} ({entry_point.value}) failed to import: {error}"
+        ) from error

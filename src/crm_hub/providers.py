@@ -1,0 +1,195 @@
+"""The provider contract: what a CRM adapter plugin implements.
+
+A provider is a pure adapter to one CRM's HTTP API. It never touches the database, the vault, JWTs or
+gRPC: crm_hub's core hands it a decrypted ``TokenSet`` for each call and owns everything around it
+(retries, refresh-on-expiry, duplicate policies, dry runs, the timeline).
+
+The interface is async and batch-first: contact operations take lists and return one result per input,
+in order, so bulk syncs use the CRM's batch endpoints without a redesign. Providers classify the CRM's
+failures by raising the ``crm_hub.errors.ProviderError`` subclasses (``AuthExpired``, ``RateLimited``,
+``Rejected``, ``Unavailable``, ``RefreshRejected``).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from crm_hub.errors import ProviderError
+
+__all__ = [
+    "FIELD_TYPES",
+    "PROVIDER_NAME_PATTERN",
+    "ContactInput",
+    "ContactUpdate",
+    "CrmField",
+    "CrmProvider",
+    "FieldOption",
+    "FieldType",
+    "ProviderCapabilities",
+    "TokenSet",
+    "WriteResult",
+]
+
+FieldType = Literal["string", "textarea", "number", "boolean", "date", "email", "phone", "url", "select"]
+FIELD_TYPES: tuple[FieldType, ...] = (
+    "string", "textarea", "number", "boolean", "date", "email", "phone", "url", "select",
+)  # fmt: skip
+#: Provider names are path segments of the REST API and keys of the status map.
+PROVIDER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(frozen=True)
+class FieldOption:
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class CrmField:
+    """One contact field of a CRM, described in crm_hub's common types."""
+
+    name: str
+    label: str
+    type: FieldType
+    required: bool = False
+    writable: bool = True
+    description: str = ""
+    options: tuple[FieldOption, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """OAuth tokens of one team's connection. Stored only encrypted; ``repr`` never shows a token."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
+    #: Where the CRM wants API calls sent (Salesforce's instance_url); None when fixed.
+    instance_url: str | None = None
+    scopes: tuple[str, ...] = ()
+    #: Non-secret provider extras worth keeping (e.g. HubSpot's hub_id).
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "instance_url": self.instance_url,
+            "scopes": list(self.scopes),
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenSet:
+        expires_at = data.get("expires_at")
+        return cls(
+            access_token=str(data["access_token"]),
+            refresh_token=data.get("refresh_token"),
+            expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
+            instance_url=data.get("instance_url"),
+            scopes=tuple(data.get("scopes") or ()),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    """What a CRM can do natively, so the core picks the cheapest calls."""
+
+    #: Most records one batch call accepts.
+    max_batch_size: int = 1
+    #: One call creates-or-updates by email (HubSpot batch upsert with idProperty=email).
+    upsert_by_email: bool = False
+    #: The authorize and token endpoints accept PKCE (S256).
+    pkce: bool = False
+    #: A refresh may return a new refresh token that replaces (and invalidates) the old one.
+    rotates_refresh_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class ContactInput:
+    """A contact to create. ``properties`` are keyed by CRM field name, values already in the CRM's types."""
+
+    properties: Mapping[str, Any]
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class ContactUpdate:
+    contact_id: str
+    properties: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome for one input record: a contact id, or the classified error for that record alone."""
+
+    contact_id: str | None = None
+    created: bool = False
+    error: ProviderError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class CrmProvider(ABC):
+    """Base class of every CRM adapter. Register instances through the ``register_providers`` hook."""
+
+    #: Unique lowercase name, used in REST paths (``/integrations/{name}/...``) and status.
+    name: ClassVar[str]
+    #: Human name, e.g. "HubSpot".
+    label: ClassVar[str]
+    capabilities: ClassVar[ProviderCapabilities] = ProviderCapabilities()
+
+    # -- OAuth -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def authorization_url(self, *, state: str, code_challenge: str | None) -> str:
+        """The CRM's consent URL for this state (and PKCE S256 challenge when ``capabilities.pkce``)."""
+
+    @abstractmethod
+    async def exchange_code(self, *, code: str, code_verifier: str | None) -> TokenSet:
+        """Trade an authorization code for tokens."""
+
+    @abstractmethod
+    async def refresh(self, tokens: TokenSet) -> TokenSet:
+        """New tokens from the refresh token. Raise ``RefreshRejected`` when the CRM says invalid_grant."""
+
+    async def revoke(self, tokens: TokenSet) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Revoke the tokens at the CRM. Best effort: the core ignores failures."""
+
+    # -- Fields ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def list_fields(self, tokens: TokenSet) -> list[CrmField]:
+        """The contact fields, normalized to ``FIELD_TYPES``."""
+
+    # -- Contacts (batch-first; results in input order) ------------------------------------------
+
+    @abstractmethod
+    async def find_contacts_by_email(self, tokens: TokenSet, emails: Sequence[str]) -> dict[str, list[str]]:
+        """Existing contact ids per email (lowercased); emails with no contact map to ``[]``."""
+
+    @abstractmethod
+    async def create_contacts(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:
+        """Create contacts, at most ``capabilities.max_batch_size`` per call."""
+
+    @abstractmethod
+    async def update_contacts(self, tokens: TokenSet, updates: Sequence[ContactUpdate]) -> list[WriteResult]:
+        """Update contacts by id, at most ``capabilities.max_batch_size`` per call."""
+
+    async def upsert_contacts_by_email(
+        self, tokens: TokenSet, contacts: Sequence[ContactInput]
+    ) -> list[WriteResult]:
+        """Create-or-update by email in one call. Only called when ``capabilities.upsert_by_email``."""
+        raise NotImplementedError(f"{type(self).__name__} does not upsert by email")
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release HTTP clients; called once when the service stops."""

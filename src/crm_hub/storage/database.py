@@ -1,0 +1,112 @@
+"""Database URLs, engines and sessions for the two supported backends: SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from crm_hub.errors import ConfigurationError
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Database", "create_engine", "normalize_database_url"]
+
+#: How long an SQLite writer waits for another connection's write lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Scheme as written by the user -> the async driver we run it with.
+_ASYNC_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+
+
+def normalize_database_url(url: str | None, *, data_dir: Path) -> str:
+    """Turn a user's ``DATABASE_URL`` into a SQLAlchemy URL with an async driver.
+
+    No URL means the embedded default: an SQLite file ``crm_hub.db`` in ``data_dir`` (created if missing).
+    ``sqlite://`` and ``postgres(ql)://`` get their async drivers (aiosqlite, psycopg); explicit async
+    drivers pass through. Anything else raises :class:`ConfigurationError`.
+    """
+    if url is None or not url.strip():
+        directory = data_dir.expanduser().resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{directory / 'crm_hub.db'}"
+    return _with_async_driver(url.strip())
+
+
+def _with_async_driver(url: str) -> str:
+    scheme, separator, rest = url.partition("://")
+    driver = _ASYNC_SCHEMES.get(scheme.lower()) if separator else None
+    if driver is None:
+        # Never echo the URL itself (nor what may be one without "://"): it may carry a password.
+        supported = ", ".join(f"{name}://" for name in _ASYNC_SCHEMES)
+        problem = f"scheme {scheme!r} is not supported" if separator else "it is not a URL"
+        raise ConfigurationError(f"Bad database URL: {problem}. Use one of {supported}")
+    return f"{driver}://{rest}"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create an async engine for ``url`` (any scheme :func:`normalize_database_url` accepts).
+
+    SQLite gets foreign keys on (needed for ON DELETE CASCADE), WAL and a busy timeout, so several tasks and
+    processes can share one file: readers never block, writers queue for the write lock instead of failing.
+    The sqlite3 driver's default ("legacy") transaction control is kept on purpose: it begins a transaction
+    at the first write rather than the first read, so a session that reads then writes never hits the
+    unrecoverable SQLITE_BUSY of upgrading a stale read snapshot. Reads before the first write therefore see
+    the latest committed data, as under PostgreSQL's default READ COMMITTED. Do not use SAVEPOINTs on SQLite.
+    """
+    sa_url = make_url(_with_async_driver(url))
+    if sa_url.get_backend_name() == "sqlite":
+        engine = create_async_engine(sa_url)
+        event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+        return engine
+    return create_async_engine(
+        sa_url,
+        pool_size=10,
+        max_overflow=10,
+        # Replicas live behind load balancers and PgBouncers that drop idle connections.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """An engine and its session factory: the one handle the rest of crm_hub holds on the database."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_engine(url)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect_name(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits when the block exits normally, rolls back if it raises."""
+        async with self.sessionmaker() as session:
+            yield session
+            await session.commit()
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

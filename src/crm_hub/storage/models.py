@@ -1,0 +1,219 @@
+"""The relational schema: one set of models for SQLite and PostgreSQL.
+
+Ids are uuid4 hex strings made in Python; times are timezone-aware UTC on the way in and out; JSON is
+JSONB on PostgreSQL. Every row but a team's own belongs to a team and is deleted with it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    MetaData,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "Credential",
+    "Integration",
+    "IntegrationStatus",
+    "JSONType",
+    "Lead",
+    "OAuthState",
+    "Team",
+    "TimelineEvent",
+    "UTCDateTime",
+    "new_id",
+    "utcnow",
+]
+
+#: Constraint names derived from table and columns, so they are identical on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: JSON everywhere, JSONB on PostgreSQL (indexable, compared by value).
+JSONType: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+
+
+def new_id() -> str:
+    """A fresh row id: 32 hex characters of a uuid4."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware in UTC.
+
+    SQLite has no time zones: it stores the UTC wall time (fixed-width text, so it sorts and compares
+    correctly) and this type puts ``UTC`` back on read. Naive datetimes are refused rather than guessed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class IntegrationStatus(StrEnum):
+    """Where a team's connection to one CRM stands."""
+
+    CONNECTED = "CONNECTED"
+    DISCONNECTED = "DISCONNECTED"
+    ERROR = "ERROR"
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the shared metadata and the column types for Python annotations."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {str: Text(), datetime: UTCDateTime()}
+
+
+def _team_fk() -> Mapped[str]:
+    return mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(default=utcnow, server_default=func.now())
+
+
+class Team(Base):
+    """A customer team; ``id`` is the ``team_id`` claim of its JWTs."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Credential(Base):
+    """A team's OAuth tokens for one provider, as a vault envelope (never plaintext)."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("team_id", "provider"),)
+
+    id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[str] = _team_fk()
+    provider: Mapped[str]
+    encrypted: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
+
+
+class Integration(Base):
+    """A team's connection to one CRM: status, settings (``settings["mapping"]`` is the field mapping)."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (
+        UniqueConstraint("team_id", "kind"),
+        CheckConstraint("status IN ('CONNECTED', 'DISCONNECTED', 'ERROR')", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[str] = _team_fk()
+    #: The provider's name, lowercase ("hubspot").
+    kind: Mapped[str]
+    #: One of :class:`IntegrationStatus`.
+    status: Mapped[str]
+    auth: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default=text("'{}'"))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default=text("'{}'"))
+    last_seen_at: Mapped[datetime | None]
+    last_sync_at: Mapped[datetime | None]
+    error: Mapped[str | None]
+
+
+class Lead(Base):
+    """A lead as the product sent it: flat string fields, optionally keyed by the product's own id."""
+
+    __tablename__ = "leads"
+    # NULL external ids never collide (on SQLite and PostgreSQL alike): leads without one are all distinct.
+    __table_args__ = (UniqueConstraint("team_id", "external_id"),)
+
+    id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[str] = _team_fk()
+    external_id: Mapped[str | None]
+    fields: Mapped[dict[str, str]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
+
+
+class TimelineEvent(Base):
+    """One audited sync attempt (or other action) for a team, usually about one lead."""
+
+    __tablename__ = "timeline_events"
+    # Serves a lead's timeline, newest first, paged by (created_at, id).
+    __table_args__ = (Index(None, "team_id", "lead_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[str] = _team_fk()
+    # Indexed on its own too: PostgreSQL does not index foreign keys, and deleting leads cascades here.
+    lead_id: Mapped[str | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str]
+    #: e.g. "created", "updated", "skipped", "failed".
+    action: Mapped[str]
+    contact_id: Mapped[str | None]
+    dry_run: Mapped[bool]
+    error_reason: Mapped[str | None]
+    message: Mapped[str]
+    actor: Mapped[str]
+    request_id: Mapped[str]
+    duration_ms: Mapped[int]
+    created_at: Mapped[datetime] = _created_at()
+
+
+class OAuthState(Base):
+    """A pending OAuth authorization: one-time, expiring, bound to a team and provider.
+
+    Only the SHA-256 of the state travels to storage; the PKCE verifier is a vault envelope.
+    """
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[str] = _team_fk()
+    provider: Mapped[str]
+    state_hash: Mapped[str] = mapped_column(unique=True)
+    code_verifier: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    actor: Mapped[str]
+    created_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime]
+    consumed_at: Mapped[datetime | None]

@@ -84,9 +84,7 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("The token has expired.", reason="TOKEN_EXPIRED") from None
         except jwt.MissingRequiredClaimError as error:
-            raise Unauthenticated(
-                f"The token has no '{error.claim}' claim.", reason="TOKEN_INVALID"
-            ) from None
+            raise Unauthenticated(f"The token has no '{error.claim}' claim.", reason="TOKEN_INVALID") from None
         except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as error:
             raise Unauthenticated(
                 f"The token was not issued for this service: {error}.", reason="TOKEN_INVALID"
@@ -102,15 +100,11 @@ def _principal_from_claims(claims: dict[str, Any]) -> Principal:
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("The token's 'sub' claim must be a non-empty string.", reason="TOKEN_INVALID")
     if not isinstance(team_id, str) or not team_id or len(team_id) > _MAX_TEAM_ID_LENGTH:
-        raise Unauthenticated(
-            "The token's 'team_id' claim must be a non-empty string.", reason="TOKEN_INVALID"
-        )
+        raise Unauthenticated("The token's 'team_id' claim must be a non-empty string.", reason="TOKEN_INVALID")
     try:
         parsed_role = Role(str(role))
     except ValueError:
-        raise Unauthenticated(
-            "The token's 'role' claim must be 'admin' or 'member'.", reason="TOKEN_INVALID"
-        ) from None
+        raise Unauthenticated("The token's 'role' claim must be 'admin' or 'member'.", reason="TOKEN_INVALID") from None
     return Principal(subject=subject, team_id=team_id, role=parsed_role)
 
 

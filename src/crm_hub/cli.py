@@ -85,7 +85,9 @@ async def _rotate(settings: Settings) -> tuple[int, int]:
                             current += 1
                             continue
                         sealed = vault.reencrypt(row.encrypted, team_id=row.team_id, provider=row.provider)
-                        if await repository.replace_encrypted(row.id, row.team_id, row.provider, sealed):
+                        if await repository.replace_encrypted(
+                            row.id, row.team_id, row.provider, sealed, if_unchanged_since=row.updated_at
+                        ):
                             rotated += 1
                     await writer.commit()
     finally:
@@ -111,9 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default: 3600)")
     token.set_defaults(run=_token)
     commands.add_parser("plugins", help="list loaded plugins and their providers").set_defaults(run=_plugins)
-    commands.add_parser(
-        "rotate-keys", help="re-encrypt every stored credential with SECRET_VAULT_KEY"
-    ).set_defaults(run=_rotate_keys)
+    commands.add_parser("rotate-keys", help="re-encrypt every stored credential with SECRET_VAULT_KEY").set_defaults(
+        run=_rotate_keys
+    )
     return parser
 
 

@@ -46,14 +46,10 @@ class Settings:
         env = os.environ if environ is None else environ
         environment = (_optional(env, "CRM_HUB_ENV") or "development").lower()
         if environment not in ("development", "production"):
-            raise ConfigurationError(
-                f"CRM_HUB_ENV must be 'development' or 'production', not {environment!r}"
-            )
+            raise ConfigurationError(f"CRM_HUB_ENV must be 'development' or 'production', not {environment!r}")
         plugins_value = env.get("CRM_HUB_PLUGINS")
         plugins = (
-            None
-            if plugins_value is None
-            else tuple(name.strip() for name in plugins_value.split(",") if name.strip())
+            None if plugins_value is None else tuple(name.strip() for name in plugins_value.split(",") if name.strip())
         )
         log_format = (_optional(env, "CRM_HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):

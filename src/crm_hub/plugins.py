@@ -107,9 +107,7 @@ class PluginHost:
             for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
                 distribution = entry_point.dist.name if entry_point.dist else ""
                 if self._allowlist is not None and not ({entry_point.name, distribution} & self._allowlist):
-                    logger.info(
-                        "plugin not in CRM_HUB_PLUGINS, not loaded", extra={"plugin": entry_point.name}
-                    )
+                    logger.info("plugin not in CRM_HUB_PLUGINS, not loaded", extra={"plugin": entry_point.name})
                     continue
                 module = _load(entry_point)
                 version = entry_point.dist.version if entry_point.dist else ""
@@ -121,9 +119,7 @@ class PluginHost:
         providers: dict[str, CrmProvider] = {}
         origins: dict[str, LoadedPlugin] = {}
         for implementation in self.manager.hook.register_providers.get_hookimpls():
-            plugin = self._plugins.get(implementation.plugin_name) or LoadedPlugin(
-                implementation.plugin_name, "", ""
-            )
+            plugin = self._plugins.get(implementation.plugin_name) or LoadedPlugin(implementation.plugin_name, "", "")
 
             def register(provider: CrmProvider, plugin: LoadedPlugin = plugin) -> None:
                 if not isinstance(provider, CrmProvider):

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 from crm_hub.errors import ProviderError
 
 __all__ = [
+    "DUPLICATE_CONTACT",
     "FIELD_TYPES",
     "PROVIDER_NAME_PATTERN",
     "ContactInput",
@@ -39,6 +40,9 @@ FieldType = Literal["string", "textarea", "number", "boolean", "date", "email", 
 FIELD_TYPES: tuple[FieldType, ...] = (
     "string", "textarea", "number", "boolean", "date", "email", "phone", "url", "select",
 )  # fmt: skip
+#: The ``reason`` a provider gives a ``Rejected`` error when the CRM refuses a contact as a duplicate;
+#: put the existing contact's id in ``metadata["contact_id"]`` (and any others in ``"other_contact_ids"``).
+DUPLICATE_CONTACT = "DUPLICATE_CONTACT"
 #: Provider names are path segments of the REST API and keys of the status map.
 PROVIDER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -185,9 +189,7 @@ class CrmProvider(ABC):
     async def update_contacts(self, tokens: TokenSet, updates: Sequence[ContactUpdate]) -> list[WriteResult]:
         """Update contacts by id, at most ``capabilities.max_batch_size`` per call."""
 
-    async def upsert_contacts_by_email(
-        self, tokens: TokenSet, contacts: Sequence[ContactInput]
-    ) -> list[WriteResult]:
+    async def upsert_contacts_by_email(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:
         """Create-or-update by email in one call. Only called when ``capabilities.upsert_by_email``."""
         raise NotImplementedError(f"{type(self).__name__} does not upsert by email")
 

@@ -101,9 +101,7 @@ _MALFORMED: Final = "malformed envelope"
 
 def _pbkdf2_sha512(secret: bytes, salt: bytes, iterations: int, length: int) -> bytes:
     """Run PBKDF2-HMAC-SHA512 (the one slow step; tests count calls to it)."""
-    return PBKDF2HMAC(algorithm=hashes.SHA512(), length=length, salt=salt, iterations=iterations).derive(
-        secret
-    )
+    return PBKDF2HMAC(algorithm=hashes.SHA512(), length=length, salt=salt, iterations=iterations).derive(secret)
 
 
 def _key_id(secret: bytes) -> str:
@@ -140,9 +138,7 @@ def _check_secret(secret: str, what: str) -> str:
     if not secret:
         raise ConfigurationError(f"{what} is empty; {_GENERATE_HINT}")
     if len(secret) < MIN_SECRET_LENGTH:
-        raise ConfigurationError(
-            f"{what} is too short (fewer than {MIN_SECRET_LENGTH} characters); {_GENERATE_HINT}"
-        )
+        raise ConfigurationError(f"{what} is too short (fewer than {MIN_SECRET_LENGTH} characters); {_GENERATE_HINT}")
     if "," in secret:
         # SECRET_VAULT_PREVIOUS_KEYS is comma-separated: such a key could never be rotated out.
         raise ConfigurationError(f"{what} must not contain ','; {_GENERATE_HINT}")

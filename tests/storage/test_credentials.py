@@ -89,21 +89,24 @@ async def test_rotation_does_not_overwrite_tokens_refreshed_after_it_read_them(
 ) -> None:
     read_for_rotation = await _put(database, team_id, "hubspot", SEALED_V1)
     refreshed = {"v": 1, "kid": "k2", "nonce": "ZnJlc2g=", "ct": "bmV3IHRva2Vucw=="}
-    await _put(database, team_id, "hubspot", refreshed)
+    after_refresh = await _put(database, team_id, "hubspot", refreshed)
 
-    async with database.session() as session:
-        replaced = await CredentialRepository(session).replace_encrypted(
-            read_for_rotation.id,
-            team_id,
-            "hubspot",
-            SEALED_V2,
-            if_unchanged_since=read_for_rotation.updated_at,
-        )
+    async def rotate(seen: Credential, encrypted: dict[str, Any]) -> bool:
+        async with database.session() as session:
+            return await CredentialRepository(session).replace_encrypted(
+                seen.id, team_id, "hubspot", encrypted, if_unchanged_since=seen.updated_at
+            )
 
-    assert not replaced
+    stale = await rotate(read_for_rotation, SEALED_V2)
     stored = await _get(database, team_id, "hubspot")
     assert stored is not None
     assert stored.encrypted == refreshed
+
+    current = await rotate(after_refresh, SEALED_V2)
+    stored = await _get(database, team_id, "hubspot")
+    assert stored is not None
+    assert stored.encrypted == SEALED_V2
+    assert (stale, current) == (False, True)
 
 
 async def test_lock_for_refresh_makes_a_second_refresher_wait_on_postgresql(database: Database, team_id: str) -> None:

@@ -79,9 +79,7 @@ class ConnectionService:
                 provider=provider.name,
                 state_hash=_state_hash(state),
                 code_verifier=(
-                    self._vault.encrypt(
-                        {"v": verifier}, team_id=caller.team_id, provider=f"{provider.name}#pkce"
-                    )
+                    self._vault.encrypt({"v": verifier}, team_id=caller.team_id, provider=f"{provider.name}#pkce")
                     if verifier
                     else None
                 ),
@@ -99,13 +97,9 @@ class ConnectionService:
         provider = self._plugins.providers().get(kind)
         violations = []
         if not code.strip() or len(code) > _MAX_CODE_LENGTH:
-            violations.append(
-                FieldViolation("code", "the authorization code from the CRM's redirect is required")
-            )
+            violations.append(FieldViolation("code", "the authorization code from the CRM's redirect is required"))
         if not state.strip():
-            violations.append(
-                FieldViolation("state", "the state returned by /integrations/{kind}/start is required")
-            )
+            violations.append(FieldViolation("state", "the state returned by /integrations/{kind}/start is required"))
         if violations:
             raise InvalidArgument(
                 "The callback needs both the code and the state.",
@@ -123,23 +117,17 @@ class ConnectionService:
                 "The OAuth state is unknown, expired, already used, or was issued to another team or "
                 "provider; start the connection again.",
                 reason="OAUTH_STATE_INVALID",
-                field_violations=[
-                    FieldViolation("state", "not a pending state of your team for this provider")
-                ],
+                field_violations=[FieldViolation("state", "not a pending state of your team for this provider")],
             )
         verifier = (
-            self._vault.decrypt(
-                pending.code_verifier, team_id=caller.team_id, provider=f"{provider.name}#pkce"
-            )["v"]
+            self._vault.decrypt(pending.code_verifier, team_id=caller.team_id, provider=f"{provider.name}#pkce")["v"]
             if pending.code_verifier
             else None
         )
         try:
             tokens = await provider.exchange_code(code=code, code_verifier=verifier)
         except ProviderError as error:
-            await self._record(
-                caller, provider.name, "connect_failed", str(error.message), started, error.reason
-            )
+            await self._record(caller, provider.name, "connect_failed", str(error.message), started, error.reason)
             raise
         await self._credentials.save(caller.team_id, provider.name, tokens)
         self._catalog.forget(caller.team_id, provider.name)  # another account may have been connected
@@ -162,9 +150,7 @@ class ConnectionService:
                 await provider.revoke(tokens)
             except ProviderError as error:
                 # The tokens are gone from here either way; a failed revoke only leaves them to expire.
-                logger.warning(
-                    "token revocation failed", extra={"provider": provider.name, "reason": error.reason}
-                )
+                logger.warning("token revocation failed", extra={"provider": provider.name, "reason": error.reason})
         async with self._database.session() as session:
             await TeamRepository(session).ensure(caller.team_id)
             await IntegrationRepository(session).upsert_status(

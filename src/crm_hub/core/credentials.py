@@ -67,9 +67,7 @@ class CredentialStore:
             tokens = await self.refresh(caller, provider, stale=tokens)
         return tokens
 
-    async def call(
-        self, caller: Caller, provider: CrmProvider, operation: Callable[[TokenSet], Awaitable[T]]
-    ) -> T:
+    async def call(self, caller: Caller, provider: CrmProvider, operation: Callable[[TokenSet], Awaitable[T]]) -> T:
         """Run ``operation`` with fresh tokens; on AuthExpired refresh once and run it again."""
         tokens = await self.session_for(caller, provider)
         try:
@@ -107,9 +105,7 @@ class CredentialStore:
             # CRMs that do not rotate refresh tokens answer without one: keep the one we have.
             if not fresh.refresh_token:
                 fresh = replace(fresh, refresh_token=current.refresh_token)
-            await CredentialRepository(session).put(
-                team_id, provider.name, self._seal(team_id, provider.name, fresh)
-            )
+            await CredentialRepository(session).put(team_id, provider.name, self._seal(team_id, provider.name, fresh))
             await session.commit()
             logger.info("credentials refreshed", extra={"team": team_id, "provider": provider.name})
             return fresh

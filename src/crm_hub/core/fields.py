@@ -78,9 +78,7 @@ class FieldCatalog:
             repository = IntegrationRepository(session)
             integration = await repository.get(caller.team_id, provider.name)
             if integration is None:
-                raise NotFound(
-                    f"The {provider.name} integration was never connected.", reason="PROVIDER_NOT_CONNECTED"
-                )
+                raise NotFound(f"The {provider.name} integration was never connected.", reason="PROVIDER_NOT_CONNECTED")
             await repository.save_settings(
                 caller.team_id, provider.name, {**integration.settings, "mapping": dict(mapping)}
             )
@@ -100,29 +98,21 @@ def validate_mapping(mapping: Mapping[str, str], fields: list[CrmField], *, prov
     for lead_field, target in sorted(mapping.items()):
         where = f"mapping[{lead_field[:64]}]"
         if not _LEAD_FIELD.match(lead_field):
-            violations.append(
-                FieldViolation(where, "lead field names use letters, digits, _ . - (at most 64)")
-            )
+            violations.append(FieldViolation(where, "lead field names use letters, digits, _ . - (at most 64)"))
             continue
         field = by_name.get(target)
         if field is None:
-            violations.append(
-                FieldViolation(where, f"{target[:100]!r} is not a {provider_label} contact field")
-            )
+            violations.append(FieldViolation(where, f"{target[:100]!r} is not a {provider_label} contact field"))
             continue
         if not field.writable:
             violations.append(FieldViolation(where, f"{provider_label} field {target!r} is read-only"))
         allowed = _KNOWN_LEAD_FIELDS.get(lead_field)
         if allowed is not None and field.type not in allowed:
             violations.append(
-                FieldViolation(
-                    where, f"a lead's {lead_field} cannot go into {target!r}, a {field.type} field"
-                )
+                FieldViolation(where, f"a lead's {lead_field} cannot go into {target!r}, a {field.type} field")
             )
         if target in fed_by:
-            violations.append(
-                FieldViolation(where, f"{target!r} is already fed by lead field {fed_by[target]!r}")
-            )
+            violations.append(FieldViolation(where, f"{target!r} is already fed by lead field {fed_by[target]!r}"))
         else:
             fed_by[target] = lead_field
     if mapping:

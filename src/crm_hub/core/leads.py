@@ -34,9 +34,7 @@ class LeadService:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def create(
-        self, caller: Caller, fields: Mapping[str, str], external_id: str = ""
-    ) -> tuple[Lead, bool]:
+    async def create(self, caller: Caller, fields: Mapping[str, str], external_id: str = "") -> tuple[Lead, bool]:
         """Store a lead; with an external_id already used by the team, return that lead (created=False).
 
         The same external_id with different fields is refused with ALREADY_EXISTS rather than silently
@@ -45,9 +43,7 @@ class LeadService:
         _validate_lead(fields, external_id)
         async with self._database.session() as session:
             await TeamRepository(session).ensure(caller.team_id)
-            lead, created = await LeadRepository(session).create(
-                caller.team_id, dict(fields), external_id or None
-            )
+            lead, created = await LeadRepository(session).create(caller.team_id, dict(fields), external_id or None)
             await session.commit()
         if not created and dict(lead.fields) != dict(fields):
             raise AlreadyExists(
@@ -62,9 +58,7 @@ class LeadService:
         async with self._database.session() as session:
             return await LeadRepository(session).get(caller.team_id, lead_id)
 
-    async def timeline(
-        self, caller: Caller, lead_id: str, *, page_size: int = 0, page_token: str = ""
-    ) -> TimelinePage:
+    async def timeline(self, caller: Caller, lead_id: str, *, page_size: int = 0, page_token: str = "") -> TimelinePage:
         """The lead's events, newest first, ``page_size`` at a time."""
         _check_lead_id(lead_id)
         if page_size < 0:
@@ -102,9 +96,7 @@ def _validate_lead(fields: Mapping[str, str], external_id: str) -> None:
     if email is not None and email.strip() and not _looks_like_email(email):
         violations.append(FieldViolation("fields[email]", f"{email[:80]!r} is not an email address"))
     if len(external_id) > MAX_EXTERNAL_ID_LENGTH or not external_id.isprintable():
-        violations.append(
-            FieldViolation("external_id", f"at most {MAX_EXTERNAL_ID_LENGTH} printable characters")
-        )
+        violations.append(FieldViolation("external_id", f"at most {MAX_EXTERNAL_ID_LENGTH} printable characters"))
     if violations:
         raise InvalidArgument(
             "The lead is not valid: " + "; ".join(f"{v.field}: {v.description}" for v in violations) + ".",

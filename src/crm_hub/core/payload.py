@@ -95,9 +95,7 @@ def build_payload(
     if violations:
         reason = "REQUIRED_FIELD_MISSING" if len(violations) == len(missing) else "FIELD_VALUE_INVALID"
         raise InvalidArgument(
-            "The lead cannot be synced: "
-            + "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
-            + ".",
+            "The lead cannot be synced: " + "; ".join(f"{v.field}: {v.description}" for v in violations[:5]) + ".",
             reason=reason,
             field_violations=violations,
         )

@@ -39,9 +39,7 @@ class StatusReporter:
         """Every registered provider, connected or not, with the team's sync counts."""
         registry = self._plugins.providers()
         async with self._database.session() as session:
-            integrations = {
-                row.kind: row for row in await IntegrationRepository(session).list(caller.team_id)
-            }
+            integrations = {row.kind: row for row in await IntegrationRepository(session).list(caller.team_id)}
             counts = await TimelineRepository(session).sync_counts(caller.team_id)
         report: dict[str, IntegrationState] = {}
         for name in registry.names():

@@ -17,6 +17,7 @@ from crm_hub.core.fields import FieldCatalog
 from crm_hub.core.payload import build_payload
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import (
+    AlreadyExists,
     CrmHubError,
     FailedPrecondition,
     FieldViolation,
@@ -24,7 +25,7 @@ from crm_hub.errors import (
     ProviderError,
 )
 from crm_hub.plugins import PluginHost
-from crm_hub.providers import ContactInput, ContactUpdate, CrmProvider, TokenSet, WriteResult
+from crm_hub.providers import DUPLICATE_CONTACT, ContactInput, ContactUpdate, CrmProvider, TokenSet, WriteResult
 from crm_hub.storage import (
     Database,
     IntegrationRepository,
@@ -88,14 +89,10 @@ class SyncEngine:
         if not provider:
             violations.append(FieldViolation("provider", "name the CRM to sync to, e.g. hubspot"))
         if policy not in DUPLICATE_POLICIES:
-            violations.append(
-                FieldViolation("duplicatePolicy", f"must be one of {', '.join(DUPLICATE_POLICIES)}")
-            )
+            violations.append(FieldViolation("duplicatePolicy", f"must be one of {', '.join(DUPLICATE_POLICIES)}"))
         if violations:
             raise InvalidArgument(
-                "The sync request is not valid: "
-                + "; ".join(f"{v.field} {v.description}" for v in violations)
-                + ".",
+                "The sync request is not valid: " + "; ".join(f"{v.field} {v.description}" for v in violations) + ".",
                 reason="SYNC_REQUEST_INVALID",
                 field_violations=violations,
             )
@@ -160,7 +157,7 @@ class SyncEngine:
             )
         result = await self._write(crm, tokens, payload, email, plan)
         if result.error is not None:
-            raise result.error
+            raise _domain_error(crm, result.error)
         action = "created" if result.created else "updated"
         return SyncOutcome(
             action=action,
@@ -171,9 +168,7 @@ class SyncEngine:
             other_contact_ids=plan.others,
         )
 
-    async def _plan(
-        self, crm: CrmProvider, tokens: TokenSet, email: str | None, policy: str, dry_run: bool
-    ) -> _Plan:
+    async def _plan(self, crm: CrmProvider, tokens: TokenSet, email: str | None, policy: str, dry_run: bool) -> _Plan:
         # update without a dry run on a CRM that upserts by email needs no lookup: one call does both.
         if policy == "update" and not dry_run and email and crm.capabilities.upsert_by_email:
             return _Plan("upserted", None, [])
@@ -212,9 +207,7 @@ class SyncEngine:
                 lambda: crm.create_contacts(tokens, [ContactInput(properties=payload, email=email)])
             )
         if len(results) != 1:
-            raise ProviderError(
-                f"{crm.label} returned {len(results)} results for one record.", provider=crm.name
-            )
+            raise ProviderError(f"{crm.label} returned {len(results)} results for one record.", provider=crm.name)
         return results[0]
 
     async def _record(
@@ -234,9 +227,7 @@ class SyncEngine:
                 provider=provider,
                 lead_id=lead_id,
                 action=outcome.action if outcome else "failed",
-                contact_id=(
-                    outcome.contact_id if outcome else failure.metadata.get("contact_id") if failure else None
-                ),
+                contact_id=(outcome.contact_id if outcome else failure.metadata.get("contact_id") if failure else None),
                 dry_run=dry_run,
                 error_reason=failure.reason if failure else None,
                 message=outcome.message if outcome else (failure.message if failure else ""),
@@ -247,6 +238,20 @@ class SyncEngine:
             if outcome and not dry_run:
                 await IntegrationRepository(session).mark_synced(caller.team_id, provider, utcnow())
             await session.commit()
+
+
+def _domain_error(crm: CrmProvider, error: ProviderError) -> CrmHubError:
+    """A provider's duplicate refusal is ALREADY_EXISTS with the existing id; everything else as classified."""
+    if error.reason != DUPLICATE_CONTACT:
+        return error
+    existing = error.metadata.get("contact_id", "")
+    return AlreadyExists(
+        f"{crm.label} already has a contact with this email"
+        + (f" (id {existing})" if existing else "")
+        + "; use duplicatePolicy update or skip to sync into it.",
+        reason=DUPLICATE_CONTACT,
+        metadata={**error.metadata, "provider": crm.name},
+    )
 
 
 _DRY_RUN_ACTIONS = {

@@ -53,9 +53,7 @@ def _pack(message: object) -> any_pb2.Any:
 def to_grpc_status(error: errors.CrmHubError) -> grpc.Status:
     """A grpc.Status whose trailing metadata carries the rich details (grpc-status-details-bin)."""
     code = status_code_for(error)
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
-    ]
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
     if error.field_violations:
         details.append(
             _pack(

@@ -133,9 +133,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
             raise Unauthenticated("Missing 'authorization: Bearer <token>' metadata.", reason="TOKEN_MISSING")
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated(
-                "The authorization metadata must be 'Bearer <token>'.", reason="TOKEN_MISSING"
-            )
+            raise Unauthenticated("The authorization metadata must be 'Bearer <token>'.", reason="TOKEN_MISSING")
         return self._verifier.verify(token.strip())
 
 

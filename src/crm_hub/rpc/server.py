@@ -65,9 +65,7 @@ async def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     bind_address = address or application.settings.grpc_address
     port = server.add_insecure_port(bind_address)
@@ -81,9 +79,7 @@ async def serve(application: Application) -> None:
     server, port, health_servicer = await create_server(application)
     await server.start()
     host = application.settings.grpc_address.rpartition(":")[0]
-    logger.info(
-        "serving", extra={"address": f"{host}:{port}", "providers": application.plugins.providers().names()}
-    )
+    logger.info("serving", extra={"address": f"{host}:{port}", "providers": application.plugins.providers().names()})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

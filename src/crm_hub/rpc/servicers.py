@@ -35,9 +35,7 @@ class IntegrationsServicer(integrations_pb2_grpc.IntegrationsServiceServicer):
         self, request: integrations_pb2.StartOAuthRequest, context: Context
     ) -> integrations_pb2.StartOAuthResponse:
         started = await self._connections.start_oauth(current_caller(), request.kind)
-        return integrations_pb2.StartOAuthResponse(
-            success=True, auth_url=started.auth_url, state=started.state
-        )
+        return integrations_pb2.StartOAuthResponse(success=True, auth_url=started.auth_url, state=started.state)
 
     async def CompleteOAuth(
         self, request: integrations_pb2.CompleteOAuthRequest, context: Context
@@ -81,9 +79,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
     def __init__(self, application: Application) -> None:
         self._sync = application.sync
 
-    async def SyncLead(
-        self, request: sync_pb2.SyncLeadRequest, context: Context
-    ) -> sync_pb2.SyncLeadResponse:
+    async def SyncLead(self, request: sync_pb2.SyncLeadRequest, context: Context) -> sync_pb2.SyncLeadResponse:
         outcome = await self._sync.sync_lead(
             current_caller(),
             request.lead_id,
@@ -107,9 +103,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     def __init__(self, application: Application) -> None:
         self._status = application.status
 
-    async def GetStatus(
-        self, request: status_pb2.GetStatusRequest, context: Context
-    ) -> status_pb2.GetStatusResponse:
+    async def GetStatus(self, request: status_pb2.GetStatusRequest, context: Context) -> status_pb2.GetStatusResponse:
         report = await self._status.report(current_caller())
         return status_pb2.GetStatusResponse(
             success=True,
@@ -121,9 +115,7 @@ class LeadsServicer(leads_pb2_grpc.LeadsServiceServicer):
     def __init__(self, application: Application) -> None:
         self._leads = application.leads
 
-    async def CreateLead(
-        self, request: leads_pb2.CreateLeadRequest, context: Context
-    ) -> leads_pb2.CreateLeadResponse:
+    async def CreateLead(self, request: leads_pb2.CreateLeadRequest, context: Context) -> leads_pb2.CreateLeadResponse:
         lead, created = await self._leads.create(current_caller(), dict(request.fields), request.external_id)
         return leads_pb2.CreateLeadResponse(success=True, lead=convert.lead(lead), created=created)
 

@@ -9,14 +9,13 @@ Repositories neither commit nor roll back: the caller's unit of work (``Database
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, ScalarResult, Select, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Insert
 
 from crm_hub.errors import ConfigurationError, InvalidArgument, NotFound
 from crm_hub.storage.models import (
@@ -49,27 +48,13 @@ SYNC_ACTIONS = ("created", "updated", "skipped", "failed")
 _FRESH = {"populate_existing": True}
 
 
-def _insert_ignoring_conflicts(session: AsyncSession, model: type[Base], *index_elements: str) -> Insert:
-    """``INSERT … ON CONFLICT (index_elements) DO NOTHING`` in the session's dialect."""
+def _insert(session: AsyncSession, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for the session's dialect, which has ``ON CONFLICT`` (both spell it the same way)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing(index_elements=index_elements)
+        return postgresql.insert(model)
     if dialect == "sqlite":
-        return sqlite.insert(model).on_conflict_do_nothing(index_elements=index_elements)
-    raise ConfigurationError(f"Unsupported database dialect {dialect!r}")
-
-
-def _upsert(
-    session: AsyncSession, model: type[Base], values: Mapping[str, Any], conflict: Sequence[str], **set_: Any
-) -> Insert:
-    """``INSERT values … ON CONFLICT (conflict) DO UPDATE SET set_`` in the session's dialect."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(model).values(**values)
-        return pg.on_conflict_do_update(index_elements=conflict, set_=set_)
-    if dialect == "sqlite":
-        lite = sqlite.insert(model).values(**values)
-        return lite.on_conflict_do_update(index_elements=conflict, set_=set_)
+        return sqlite.insert(model)
     raise ConfigurationError(f"Unsupported database dialect {dialect!r}")
 
 
@@ -81,7 +66,7 @@ class TeamRepository:
 
     async def ensure(self, team_id: str) -> None:
         """Create the team unless it exists. Idempotent and safe when many requests race to do it."""
-        statement = _insert_ignoring_conflicts(self._session, Team, "id").values(id=team_id)
+        statement = _insert(self._session, Team).values(id=team_id).on_conflict_do_nothing(index_elements=["id"])
         await self._session.execute(statement)
 
     async def delete(self, team_id: str) -> bool:
@@ -112,8 +97,9 @@ class LeadRepository:
             await self._session.flush()
             return lead, True
         statement = (
-            _insert_ignoring_conflicts(self._session, Lead, "team_id", "external_id")
+            _insert(self._session, Lead)
             .values(team_id=team_id, external_id=external_id, fields=dict(fields))
+            .on_conflict_do_nothing(index_elements=["team_id", "external_id"])
             .returning(Lead)
         )
         inserted = (await self._session.scalars(statement, execution_options=_FRESH)).one_or_none()
@@ -258,13 +244,12 @@ class IntegrationRepository:
         except ValueError:
             raise InvalidArgument(f"Unknown integration status {status!r}") from None
         changes = {"status": status.value, "error": error, "last_seen_at": at or utcnow()}
-        statement = _upsert(
-            self._session,
-            Integration,
-            {"team_id": team_id, "kind": kind, **changes},
-            ("team_id", "kind"),
-            **changes,
-        ).returning(Integration)
+        statement = (
+            _insert(self._session, Integration)
+            .values(team_id=team_id, kind=kind, **changes)
+            .on_conflict_do_update(index_elements=["team_id", "kind"], set_=changes)
+            .returning(Integration)
+        )
         return (await self._session.scalars(statement, execution_options=_FRESH)).one()
 
     async def save_settings(self, team_id: str, kind: str, settings: Mapping[str, Any]) -> Integration:
@@ -317,15 +302,14 @@ class CredentialRepository:
 
     async def put(self, team_id: str, provider: str, encrypted: Mapping[str, Any]) -> Credential:
         """Store (insert or replace) the team's credentials for ``provider``."""
-        now = utcnow()
-        statement = _upsert(
-            self._session,
-            Credential,
-            {"team_id": team_id, "provider": provider, "encrypted": dict(encrypted)},
-            ("team_id", "provider"),
-            encrypted=dict(encrypted),
-            updated_at=now,
-        ).returning(Credential)
+        statement = (
+            _insert(self._session, Credential)
+            .values(team_id=team_id, provider=provider, encrypted=dict(encrypted))
+            .on_conflict_do_update(
+                index_elements=["team_id", "provider"], set_={"encrypted": dict(encrypted), "updated_at": utcnow()}
+            )
+            .returning(Credential)
+        )
         return (await self._session.scalars(statement, execution_options=_FRESH)).one()
 
     async def delete(self, team_id: str, provider: str) -> bool:

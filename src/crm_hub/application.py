@@ -14,6 +14,7 @@ from crm_hub.core.leads import LeadService
 from crm_hub.core.status import StatusReporter
 from crm_hub.core.sync import SyncEngine
 from crm_hub.errors import ConfigurationError
+from crm_hub.notifications import NotificationDispatcher
 from crm_hub.plugins import PluginHost
 from crm_hub.secret_files import load_or_create_secret
 from crm_hub.storage import Database, normalize_database_url
@@ -31,6 +32,7 @@ class Application:
     vault: Vault
     plugins: PluginHost
     verifier: TokenVerifier
+    notifications: NotificationDispatcher
     credentials: CredentialStore
     connections: ConnectionService
     fields: FieldCatalog
@@ -54,7 +56,8 @@ class Application:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
-        credentials = CredentialStore(database, vault)
+        notifications = NotificationDispatcher(plugins.notifiers())
+        credentials = CredentialStore(database, vault, notifications)
         fields = FieldCatalog(database, plugins, credentials)
         return cls(
             settings=settings,
@@ -62,17 +65,21 @@ class Application:
             vault=vault,
             plugins=plugins,
             verifier=verifier,
+            notifications=notifications,
             credentials=credentials,
-            connections=ConnectionService(database, vault, plugins, credentials, fields),
+            connections=ConnectionService(database, vault, plugins, credentials, fields, notifications),
             fields=fields,
-            sync=SyncEngine(database, plugins, credentials, fields),
+            sync=SyncEngine(database, plugins, credentials, fields, notifications),
             leads=LeadService(database),
             status=StatusReporter(database, plugins),
         )
 
     async def aclose(self) -> None:
+        await self.notifications.drain()
         for provider in self.plugins.providers():
             await provider.aclose()
+        for notifier in self.plugins.notifiers():
+            await notifier.aclose()
         await self.database.close()
 
 

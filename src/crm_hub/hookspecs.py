@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pluggy
 
+from crm_hub.notifications import Notifier
 from crm_hub.providers import CrmProvider
 
 __all__ = ["hookimpl", "hookspec"]
@@ -27,4 +28,17 @@ def register_providers(register: Callable[[CrmProvider], None]) -> None:
 
     Called once, when the plugin host first needs providers; every implementation is called.
     Two providers with the same ``name`` are a configuration error naming both plugins.
+    """
+
+
+# -- Notifications -------------------------------------------------------------------------------
+
+
+@hookspec
+def register_notifiers(register: Callable[[Notifier], None]) -> None:
+    """Register notifiers by calling ``register(notifier_instance)``; each is told of sync results and
+    integration errors (``Notifier.notify``), in the background: a slow or failing notifier never fails or
+    delays a sync.
+
+    Called once, when the plugin host first needs notifiers; every implementation is called.
     """

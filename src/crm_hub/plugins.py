@@ -7,20 +7,26 @@ which are loaded; set to an empty string it loads none.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pluggy
 
-from crm_hub import hookspecs
+from crm_hub import __version__, hookspecs
 from crm_hub.errors import ConfigurationError, NotFound
+from crm_hub.notifications import Notifier
 from crm_hub.providers import PROVIDER_NAME_PATTERN, CrmProvider
 
 __all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost", "ProviderRegistry"]
 
 ENTRY_POINT_GROUP = "crm_hub"
+#: Built-in features, registered as ordinary plugins (the datasette pattern).
+DEFAULT_PLUGINS = ("crm_hub.default_plugins.slack",)
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
@@ -69,7 +75,13 @@ class ProviderRegistry:
 class PluginHost:
     """Owns the pluggy PluginManager. Plugins load lazily and once."""
 
-    def __init__(self, *, load_entry_points: bool = True, allowlist: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        load_entry_points: bool = True,
+        load_default_plugins: bool = True,
+        allowlist: Collection[str] | None = None,
+    ) -> None:
         self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.manager.add_hookspecs(hookspecs)
         self._load_entry_points = load_entry_points
@@ -77,17 +89,23 @@ class PluginHost:
         self._loaded = False
         self._plugins: dict[str, LoadedPlugin] = {}
         self._registry: ProviderRegistry | None = None
+        self._notifiers: list[Notifier] | None = None
+        if load_default_plugins:
+            for name in DEFAULT_PLUGINS:
+                self.register(importlib.import_module(name), name=name, distribution="crm-hub", version=__version__)
 
     def register(self, plugin: object, *, name: str, distribution: str = "", version: str = "") -> None:
         """Register an in-process plugin (tests use this for throwaway providers)."""
         self.manager.register(plugin, name=name)
         self._plugins[name] = LoadedPlugin(name=name, distribution=distribution, version=version)
         self._registry = None
+        self._notifiers = None
 
     def unregister(self, name: str) -> None:
         self.manager.unregister(name=name)
         self._plugins.pop(name, None)
         self._registry = None
+        self._notifiers = None
 
     def plugins(self) -> list[LoadedPlugin]:
         self._ensure_loaded()
@@ -96,8 +114,18 @@ class PluginHost:
     def providers(self) -> ProviderRegistry:
         self._ensure_loaded()
         if self._registry is None:
-            self._registry = self._collect_providers()
+            self._registry = ProviderRegistry(
+                *self._collect("register_providers", CrmProvider, "provider")  # type: ignore[type-abstract]
+            )
         return self._registry
+
+    def notifiers(self) -> list[Notifier]:
+        """The registered notifiers, configured or not, by name."""
+        self._ensure_loaded()
+        if self._notifiers is None:
+            notifiers, _ = self._collect("register_notifiers", Notifier, "notifier")  # type: ignore[type-abstract]
+            self._notifiers = [notifiers[name] for name in sorted(notifiers)]
+        return self._notifiers
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -115,34 +143,35 @@ class PluginHost:
         # A misspelled hook in a plugin fails here, loudly, instead of never being called.
         self.manager.check_pending()
 
-    def _collect_providers(self) -> ProviderRegistry:
-        providers: dict[str, CrmProvider] = {}
+    def _collect(self, hook_name: str, base: type[T], what: str) -> tuple[dict[str, T], dict[str, LoadedPlugin]]:
+        """Call every implementation of a ``register_*`` hook, checking each registered object once, here."""
+        items: dict[str, T] = {}
         origins: dict[str, LoadedPlugin] = {}
-        for implementation in self.manager.hook.register_providers.get_hookimpls():
+        for implementation in getattr(self.manager.hook, hook_name).get_hookimpls():
             plugin = self._plugins.get(implementation.plugin_name) or LoadedPlugin(implementation.plugin_name, "", "")
 
-            def register(provider: CrmProvider, plugin: LoadedPlugin = plugin) -> None:
-                if not isinstance(provider, CrmProvider):
+            def register(item: T, plugin: LoadedPlugin = plugin) -> None:
+                if not isinstance(item, base):
                     raise ConfigurationError(
-                        f"Plugin {plugin.name!r} registered {provider!r}, which is not a CrmProvider."
+                        f"Plugin {plugin.name!r} registered {item!r}, which is not a {base.__name__}."
                     )
-                name = getattr(provider, "name", "")
+                name = getattr(item, "name", "")
                 if not isinstance(name, str) or not PROVIDER_NAME_PATTERN.match(name):
                     raise ConfigurationError(
-                        f"Plugin {plugin.name!r} registered a provider named {name!r}; names must match "
+                        f"Plugin {plugin.name!r} registered a {what} named {name!r}; names must match "
                         f"{PROVIDER_NAME_PATTERN.pattern}."
                     )
-                if name in providers:
+                if name in items:
                     raise ConfigurationError(
-                        f"Provider {name!r} is registered twice: by plugin {origins[name].name!r} "
+                        f"{what.capitalize()} {name!r} is registered twice: by plugin {origins[name].name!r} "
                         f"and by plugin {plugin.name!r}."
                     )
-                providers[name] = provider
+                items[name] = item
                 origins[name] = plugin
 
             arguments = {"register": register}
             implementation.function(**{name: arguments[name] for name in implementation.argnames})
-        return ProviderRegistry(providers, origins)
+        return items, origins
 
 
 def _load(entry_point: importlib.metadata.EntryPoint) -> object:

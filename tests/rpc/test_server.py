@@ -63,7 +63,10 @@ async def test_call_without_a_token_is_refused_as_unauthenticated(channel: grpc.
         (f"Bearer {mint_token('some-other-secret-that-is-long-enough', team_id='t', role='admin')}", "TOKEN_INVALID"),
         (f"Bearer {mint_token(JWT_SECRET, team_id='t', role='admin', ttl_seconds=-120)}", "TOKEN_EXPIRED"),
         (f"Bearer {mint_token(JWT_SECRET, team_id='', role='admin')}", "TOKEN_INVALID"),
-        (f"Bearer {jwt.encode({'sub': 'u', 'team_id': 't', 'role': 'owner', 'exp': 2**40}, JWT_SECRET)}", "TOKEN_INVALID"),
+        (
+            f"Bearer {jwt.encode({'sub': 'u', 'team_id': 't', 'role': 'owner', 'exp': 2**40}, JWT_SECRET)}",
+            "TOKEN_INVALID",
+        ),
         (f"Bearer {jwt.encode({'sub': 'u', 'team_id': 't', 'role': 'admin'}, JWT_SECRET)}", "TOKEN_INVALID"),
     ],
     ids=["garbage", "wrong-scheme", "forged-signature", "expired", "empty-team", "unknown-role", "no-exp"],
@@ -104,7 +107,8 @@ async def test_lead_created_by_one_team_is_invisible_to_another(
 ) -> None:
     stub = leads_pb2_grpc.LeadsServiceStub(channel)
     created = await stub.CreateLead(
-        leads_pb2.CreateLeadRequest(fields={"email": "ada@example.com", "name": "Ada"}), metadata=auth(team_id, "member")
+        leads_pb2.CreateLeadRequest(fields={"email": "ada@example.com", "name": "Ada"}),
+        metadata=auth(team_id, "member"),
     )
     mine = await stub.GetLead(leads_pb2.GetLeadRequest(lead_id=created.lead.id), metadata=auth(team_id, "member"))
     assert dict(mine.lead.fields) == {"email": "ada@example.com", "name": "Ada"}
@@ -115,9 +119,7 @@ async def test_lead_created_by_one_team_is_invisible_to_another(
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await stub.GetLead(leads_pb2.GetLeadRequest(lead_id="0" * 32), metadata=other_team)
     with pytest.raises(grpc.aio.AioRpcError) as timeline:
-        await stub.ListTimelineEvents(
-            leads_pb2.ListTimelineEventsRequest(lead_id=created.lead.id), metadata=other_team
-        )
+        await stub.ListTimelineEvents(leads_pb2.ListTimelineEventsRequest(lead_id=created.lead.id), metadata=other_team)
     # Exactly what a lead that never existed looks like: no hint that it exists elsewhere.
     assert theirs.value.code() is missing.value.code() is timeline.value.code() is grpc.StatusCode.NOT_FOUND
     assert theirs.value.details() == missing.value.details().replace("0" * 32, created.lead.id)

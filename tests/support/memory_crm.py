@@ -58,9 +58,7 @@ class MemoryCrm(CrmProvider):
 
     async def find_contacts_by_email(self, tokens: TokenSet, emails: Sequence[str]) -> dict[str, list[str]]:
         self.calls.append("find")
-        return {
-            email: [cid for cid, props in self.contacts.items() if props.get("email") == email] for email in emails
-        }
+        return {email: [cid for cid, props in self.contacts.items() if props.get("email") == email] for email in emails}
 
     async def create_contacts(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:
         self.calls.append("create")

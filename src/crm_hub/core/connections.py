@@ -14,6 +14,7 @@ from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
 from crm_hub.errors import FieldViolation, InvalidArgument, ProviderError
+from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
 from crm_hub.plugins import PluginHost
 from crm_hub.storage import (
     Database,
@@ -57,12 +58,14 @@ class ConnectionService:
         plugins: PluginHost,
         credentials: CredentialStore,
         catalog: FieldCatalog,
+        notifications: NotificationDispatcher,
     ) -> None:
         self._database = database
         self._vault = vault
         self._plugins = plugins
         self._credentials = credentials
         self._catalog = catalog
+        self._notifications = notifications
 
     async def start_oauth(self, caller: Caller, kind: str) -> OAuthStart:
         """A consent URL and a one-time state bound to this team and provider (stored hashed)."""
@@ -137,6 +140,7 @@ class ConnectionService:
             )
             await session.commit()
         await self._record(caller, provider.name, "connected", f"{provider.label} connected.", started)
+        self._notify(caller, provider.name, "connected", f"{provider.label} was connected by {caller.actor}.")
         return f"{provider.label} connected successfully."
 
     async def disconnect(self, caller: Caller, kind: str) -> str:
@@ -158,9 +162,17 @@ class ConnectionService:
             )
             await session.commit()
         await self._record(caller, provider.name, "disconnected", f"{provider.label} disconnected.", started)
+        self._notify(caller, provider.name, "disconnected", f"{provider.label} was disconnected by {caller.actor}.")
         if tokens is None:
             return f"{provider.label} was not connected."
         return f"{provider.label} disconnected."
+
+    def _notify(self, caller: Caller, provider: str, kind: NotificationKind, message: str) -> None:
+        self._notifications.publish(
+            Notification(
+                kind=kind, team_id=caller.team_id, provider=provider, message=message, request_id=caller.request_id
+            )
+        )
 
     async def _record(
         self,

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.core.caller import Caller
 from crm_hub.errors import AuthExpired, FailedPrecondition, RefreshRejected
+from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.providers import CrmProvider, TokenSet
 from crm_hub.storage import (
     CredentialRepository,
@@ -42,9 +43,10 @@ REFRESH_MARGIN = timedelta(minutes=2)
 
 
 class CredentialStore:
-    def __init__(self, database: Database, vault: Vault) -> None:
+    def __init__(self, database: Database, vault: Vault, notifications: NotificationDispatcher) -> None:
         self._database = database
         self._vault = vault
+        self._notifications = notifications
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def save(self, team_id: str, provider: str, tokens: TokenSet) -> None:
@@ -137,6 +139,16 @@ class CredentialStore:
             error_reason=RefreshRejected.default_reason,
         )
         await session.commit()
+        self._notifications.publish(
+            Notification(
+                kind="credentials_expired",
+                team_id=caller.team_id,
+                provider=provider,
+                message=f"The {provider} refresh token was refused; an admin must reconnect the integration.",
+                reason=RefreshRejected.default_reason,
+                request_id=caller.request_id,
+            )
+        )
 
     def _seal(self, team_id: str, provider: str, tokens: TokenSet) -> dict[str, object]:
         return self._vault.encrypt(tokens.to_dict(), team_id=team_id, provider=provider)

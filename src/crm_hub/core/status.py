@@ -56,4 +56,7 @@ class StatusReporter:
                 syncs_succeeded=succeeded,
                 reconnect_required=bool(row and row.status == ERROR),
             )
+        for notifier in self._plugins.notifiers():
+            if notifier.configured:
+                report[notifier.name] = IntegrationState(connected=True, state="")
         return report

@@ -24,6 +24,7 @@ from crm_hub.errors import (
     InvalidArgument,
     ProviderError,
 )
+from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import DUPLICATE_CONTACT, ContactInput, ContactUpdate, CrmProvider, TokenSet, WriteResult
 from crm_hub.storage import (
@@ -67,12 +68,14 @@ class SyncEngine:
         plugins: PluginHost,
         credentials: CredentialStore,
         catalog: FieldCatalog,
+        notifications: NotificationDispatcher,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._database = database
         self._plugins = plugins
         self._credentials = credentials
         self._catalog = catalog
+        self._notifications = notifications
         self._retry = retry or RetryPolicy()
 
     async def sync_lead(
@@ -123,8 +126,32 @@ class SyncEngine:
             )
         except CrmHubError as error:
             await self._record(caller, crm.name, lead.id, started, dry_run, failure=error)
+            if not dry_run:
+                self._notifications.publish(
+                    Notification(
+                        kind="sync_failed",
+                        team_id=caller.team_id,
+                        provider=crm.name,
+                        lead_id=lead.id,
+                        message=error.message,
+                        reason=error.reason,
+                        request_id=caller.request_id,
+                    )
+                )
             raise
         await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome)
+        if not dry_run:
+            self._notifications.publish(
+                Notification(
+                    kind="sync_succeeded",
+                    team_id=caller.team_id,
+                    provider=crm.name,
+                    lead_id=lead.id,
+                    contact_id=outcome.contact_id,
+                    message=outcome.message,
+                    request_id=caller.request_id,
+                )
+            )
         return outcome
 
     async def _apply(

@@ -24,7 +24,12 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from crm_hub.application import Application
+from crm_hub.config import Settings
+from crm_hub.plugins import PluginHost
 from crm_hub.storage import Database, normalize_database_url, upgrade
+from tests.support.app import JWT_SECRET, VAULT_KEY
+from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
 
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _CONNECT_TIMEOUT_SECONDS = 5
@@ -99,3 +104,41 @@ def _postgres_unavailable(reason: str) -> NoReturn:
 def _with_async_driver(url: str) -> str:
     # A non-empty URL never touches the data directory.
     return normalize_database_url(url, data_dir=Path())
+
+
+# -- The application over the test database (core and RPC tests) ---------------------------------
+
+
+@pytest.fixture
+def team_id() -> str:
+    """A team id no other test uses (tests share one database per backend)."""
+    return f"team-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def memory_crm() -> MemoryCrm:
+    """A throwaway in-memory provider, registered as plugin ``memorycrm`` in ``application``."""
+    return MemoryCrm()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        jwt_secret=JWT_SECRET,
+        secret_vault_key=VAULT_KEY,
+        grpc_address="127.0.0.1:0",
+    )
+
+
+@pytest.fixture
+async def application(settings: Settings, memory_crm: MemoryCrm) -> AsyncIterator[Application]:
+    """The composed service (no entry-point plugins: just ``memory_crm``), on SQLite and PostgreSQL."""
+    host = PluginHost(load_entry_points=False)
+    host.register(MemoryCrmPlugin(memory_crm), name="memorycrm", distribution="crm-hub-memorycrm", version="0.0.1")
+    application = Application.from_settings(settings, plugins=host)
+    try:
+        yield application
+    finally:
+        await application.aclose()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from crm_hub.errors import Rejected
+from crm_hub.errors import AuthExpired, RefreshRejected, Rejected
 from crm_hub.hookspecs import hookimpl
 from crm_hub.providers import (
     ContactInput,
@@ -29,6 +30,8 @@ class MemoryCrm(CrmProvider):
         self.contacts: dict[str, dict[str, object]] = {}
         self.codes: dict[str, str | None] = {}  # code -> expected PKCE verifier challenge
         self.calls: list[str] = []
+        self.reject_refresh = False
+        self.expire_next_calls = 0  # answer this many contact/field calls with AuthExpired
         self._ids = itertools.count(1)
 
     def authorization_url(self, *, state: str, code_challenge: str | None) -> str:
@@ -46,10 +49,16 @@ class MemoryCrm(CrmProvider):
 
     async def refresh(self, tokens: TokenSet) -> TokenSet:
         self.calls.append("refresh")
+        await asyncio.sleep(0.02)  # a real round trip: concurrent callers overlap with it
+        if self.reject_refresh:
+            raise RefreshRejected("refresh token is invalid, expired or revoked", provider=self.name, status=400)
         return TokenSet(access_token=f"access-{next(self._ids)}", expires_at=datetime.now(UTC) + timedelta(hours=1))
 
     async def list_fields(self, tokens: TokenSet) -> list[CrmField]:
         self.calls.append("list_fields")
+        if self.expire_next_calls:
+            self.expire_next_calls -= 1
+            raise AuthExpired("The OAuth token used to make this call expired.", provider=self.name, status=401)
         return [
             CrmField(name="email", label="Email", type="email", required=True),
             CrmField(name="firstname", label="First name", type="string"),

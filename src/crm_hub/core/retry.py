@@ -38,7 +38,7 @@ class RetryPolicy:
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False)
 
     async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        backoff = wait_exponential_jitter(initial=self.initial_backoff, max=self.max_backoff)
+        backoff = wait_exponential_jitter(multiplier=self.initial_backoff, max=self.max_backoff)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None

@@ -1,0 +1,299 @@
+"""crm_hub.plugins: the host that loads provider plugins (entry points or in-process) and checks what they register."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from crm_hub import hookspecs
+from crm_hub.errors import ConfigurationError, NotFound
+from crm_hub.hookspecs import hookimpl
+from crm_hub.plugins import LoadedPlugin, PluginHost
+from crm_hub.providers import CrmProvider
+from tests.support.fake_distribution import FakeSite, fake_site_in
+from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
+from tests.support.stub_providers import RegisteringPlugin, provider_named
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    """A host that loads no entry points: only what a test registers."""
+    return PluginHost(load_entry_points=False)
+
+
+@pytest.fixture
+def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSite]:
+    with fake_site_in(tmp_path, monkeypatch) as site:
+        yield site
+
+
+# -- register_providers ---------------------------------------------------------------------------
+
+
+def test_hook_register_providers_collects_every_plugins_providers(host: PluginHost) -> None:
+    memory = MemoryCrm()
+    host.register(MemoryCrmPlugin(memory), name="memory", distribution="crm-hub-memory", version="0.0.1")
+    host.register(RegisteringPlugin(provider_named("alpha"), provider_named("beta")), name="greek")
+
+    registry = host.providers()
+
+    assert registry.names() == ["alpha", "beta", "memorycrm"]
+    assert len(registry) == 3
+    assert [provider.name for provider in registry] == ["alpha", "beta", "memorycrm"]
+    assert registry.get("memorycrm") is memory
+    assert registry.origin("memorycrm") == LoadedPlugin("memory", "crm-hub-memory", "0.0.1")
+    assert registry.origin("beta").name == "greek"
+
+
+def test_registered_plugins_are_listed_by_name_with_their_origin(host: PluginHost) -> None:
+    host.register(RegisteringPlugin(provider_named("zeta")), name="zeta-plugin")
+    host.register(MemoryCrmPlugin(), name="memory", distribution="crm-hub-memory", version="0.0.1")
+
+    assert host.plugins() == [
+        LoadedPlugin(name="memory", distribution="crm-hub-memory", version="0.0.1"),
+        LoadedPlugin(name="zeta-plugin", distribution="", version=""),
+    ]
+
+
+def test_plugin_may_implement_the_hook_as_a_plain_function_taking_no_arguments(host: PluginHost) -> None:
+    # Implementations may accept a subset of a hook's parameters; this one takes none and registers nothing.
+    class Quiet:
+        @staticmethod
+        @hookimpl
+        def register_providers() -> None:
+            return None
+
+    host.register(Quiet(), name="quiet")
+
+    assert host.providers().names() == []
+
+
+def test_unknown_provider_is_not_found_naming_the_available_ones(host: PluginHost) -> None:
+    host.register(RegisteringPlugin(provider_named("hubspot"), provider_named("salesforce")), name="crms")
+
+    with pytest.raises(NotFound) as caught:
+        host.providers().get("pipedrive")
+
+    assert caught.value.message == "Unknown provider pipedrive. Available providers: hubspot, salesforce."
+    assert caught.value.reason == "PROVIDER_NOT_FOUND"
+    assert caught.value.metadata == {"provider": "pipedrive", "available": "hubspot,salesforce"}
+
+
+def test_unknown_provider_with_none_installed_says_no_plugin_is_installed(host: PluginHost) -> None:
+    with pytest.raises(NotFound) as caught:
+        host.providers().get("hubspot")
+
+    assert "no provider plugin is installed" in caught.value.message
+
+
+def test_unknown_provider_name_that_is_not_a_valid_name_is_quoted_and_truncated(host: PluginHost) -> None:
+    hostile = "../../etc/passwd " + "x" * 100
+
+    with pytest.raises(NotFound) as caught:
+        host.providers().get(hostile)
+
+    assert repr(hostile[:40]) in caught.value.message
+    assert "x" * 41 not in caught.value.message
+
+
+def test_two_plugins_registering_the_same_provider_name_is_an_error_naming_both(host: PluginHost) -> None:
+    host.register(RegisteringPlugin(provider_named("hubspot")), name="crm-hub-hubspot")
+    host.register(RegisteringPlugin(provider_named("hubspot")), name="hubspot-fork")
+
+    with pytest.raises(ConfigurationError) as caught:
+        host.providers()
+
+    assert "'hubspot' is registered twice" in caught.value.message
+    assert "'crm-hub-hubspot'" in caught.value.message
+    assert "'hubspot-fork'" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["Hub Spot", "HubSpot", "hub-spot", "1crm", "", "a" * 33])
+def test_provider_with_an_invalid_name_is_a_configuration_error(host: PluginHost, name: str) -> None:
+    host.register(RegisteringPlugin(provider_named(name)), name="badly-named")
+
+    with pytest.raises(ConfigurationError) as caught:
+        host.providers()
+
+    assert repr(name) in caught.value.message
+    assert "'badly-named'" in caught.value.message
+
+
+@pytest.mark.parametrize("thing", [object(), "hubspot", MemoryCrm], ids=["object", "string", "class-not-instance"])
+def test_registering_something_that_is_not_a_provider_instance_is_a_configuration_error(
+    host: PluginHost, thing: object
+) -> None:
+    host.register(RegisteringPlugin(thing), name="confused")
+
+    with pytest.raises(ConfigurationError, match=r"'confused' registered .*not a CrmProvider"):
+        host.providers()
+
+
+def test_misspelled_hook_fails_loudly_when_plugins_load(host: PluginHost) -> None:
+    class Typo:
+        @hookimpl
+        def register_provider(self, register: object) -> None:  # sic: the hook is register_providers
+            raise AssertionError("never called")
+
+    host.register(Typo(), name="typo")
+
+    with pytest.raises(pluggy.PluginValidationError, match="unknown hook 'register_provider'"):
+        host.providers()
+
+
+def test_hook_implementation_asking_for_an_unknown_argument_is_refused_at_registration(host: PluginHost) -> None:
+    class Greedy:
+        @hookimpl
+        def register_providers(self, register: object, database: object) -> None:
+            raise AssertionError("never called")
+
+    with pytest.raises(pluggy.PluginValidationError, match="database"):
+        host.register(Greedy(), name="greedy")
+
+
+def test_unregistered_plugin_no_longer_provides(host: PluginHost) -> None:
+    host.register(RegisteringPlugin(provider_named("alpha")), name="first")
+    host.register(RegisteringPlugin(provider_named("beta")), name="second")
+    assert host.providers().names() == ["alpha", "beta"]
+
+    host.unregister("first")
+
+    assert host.providers().names() == ["beta"]
+    assert [plugin.name for plugin in host.plugins()] == ["second"]
+    with pytest.raises(NotFound, match="Available providers: beta"):
+        host.providers().get("alpha")
+
+
+def test_providers_are_collected_once_and_reused(host: PluginHost) -> None:
+    host.register(RegisteringPlugin(provider_named("alpha")), name="first")
+
+    assert host.providers() is host.providers()
+    assert host.providers().get("alpha") is host.providers().get("alpha")
+
+
+# -- Entry points ---------------------------------------------------------------------------------
+
+
+def test_installed_distribution_is_loaded_through_its_entry_point(fake_site: FakeSite) -> None:
+    module = fake_site.install("crm-hub-fakecrm", version="1.2.3", entry_point="fakecrm", provider="fakecrm")
+    fake_site.activate()
+
+    host = PluginHost(load_entry_points=True)
+
+    assert LoadedPlugin(name="fakecrm", distribution="crm-hub-fakecrm", version="1.2.3") in host.plugins()
+    assert isinstance(host.providers().get("fakecrm"), CrmProvider)
+    assert host.providers().origin("fakecrm").version == "1.2.3"
+    assert module in sys.modules
+
+
+def test_allowlist_by_distribution_or_entry_point_name_loads_only_those(fake_site: FakeSite) -> None:
+    fake_site.install("crm-hub-alpha", entry_point="alpha", provider="alpha")
+    fake_site.install("crm-hub-beta", entry_point="beta", provider="beta")
+    gamma_module = fake_site.install("crm-hub-gamma", entry_point="gamma", provider="gamma")
+    fake_site.activate()
+
+    host = PluginHost(load_entry_points=True, allowlist=["crm-hub-alpha", "beta"])
+
+    assert [plugin.name for plugin in host.plugins()] == ["alpha", "beta"]
+    assert host.providers().names() == ["alpha", "beta"]
+    assert gamma_module not in sys.modules, "a plugin left out by the allowlist must not even be imported"
+
+
+def test_empty_allowlist_loads_no_plugin(fake_site: FakeSite) -> None:
+    module = fake_site.install("crm-hub-alpha", entry_point="alpha", provider="alpha")
+    fake_site.activate()
+
+    host = PluginHost(load_entry_points=True, allowlist=[])
+
+    assert host.plugins() == []
+    assert host.providers().names() == []
+    assert module not in sys.modules
+
+
+def test_entry_points_are_not_loaded_when_turned_off(fake_site: FakeSite) -> None:
+    fake_site.install("crm-hub-alpha", entry_point="alpha", provider="alpha")
+    fake_site.activate()
+
+    host = PluginHost(load_entry_points=False)
+
+    assert host.plugins() == []
+
+
+def test_plugin_that_fails_to_import_is_a_configuration_error_naming_it(fake_site: FakeSite) -> None:
+    fake_site.install("crm-hub-broken", entry_point="broken", source="raise RuntimeError('missing API key module')\n")
+    fake_site.activate()
+
+    host = PluginHost(load_entry_points=True, allowlist=["broken"])
+
+    with pytest.raises(ConfigurationError) as caught:
+        host.providers()
+
+    assert "'broken'" in caught.value.message
+    assert "failed to import" in caught.value.message
+    assert "missing API key module" in caught.value.message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: two distributions declaring the same entry point name crash with pluggy's bare ValueError "
+    "('Plugin name already registered') instead of a ConfigurationError naming both distributions",
+)
+def test_two_distributions_with_the_same_entry_point_name_is_a_configuration_error(fake_site: FakeSite) -> None:
+    fake_site.install("crm-hub-hubspot", entry_point="hubspot", provider="hubspot")
+    fake_site.install("hubspot-community", entry_point="hubspot", provider="hubspot_community")
+    fake_site.activate()
+
+    host = PluginHost(load_entry_points=True, allowlist=["hubspot"])
+
+    with pytest.raises(ConfigurationError) as caught:
+        host.providers()
+    assert "crm-hub-hubspot" in caught.value.message
+    assert "hubspot-community" in caught.value.message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the allowlist compares distribution names verbatim; CRM_HUB_PLUGINS=crm-hub-fakecrm does not "
+    "match a distribution whose metadata spells it Crm_Hub_FakeCRM (PEP 503 says these are the same name)",
+)
+def test_allowlist_matches_distribution_names_as_pip_does(fake_site: FakeSite) -> None:
+    fake_site.install("Crm_Hub_FakeCRM", entry_point="fakecrm", provider="fakecrm")
+    fake_site.activate()
+
+    host = PluginHost(load_entry_points=True, allowlist=["crm-hub-fakecrm"])
+
+    assert [plugin.name for plugin in host.plugins()] == ["fakecrm"]
+
+
+# -- The hook contract itself ---------------------------------------------------------------------
+
+
+def _hookspecs() -> dict[str, object]:
+    return {
+        name: function
+        for name, function in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(function, f"{hookspecs.hookspec.project_name}_spec")
+    }
+
+
+def test_there_is_at_least_one_hook() -> None:
+    assert "register_providers" in _hookspecs()
+
+
+@pytest.mark.parametrize("hook", sorted(_hookspecs()))
+def test_every_hook_is_documented(hook: str) -> None:
+    docstring = inspect.getdoc(_hookspecs()[hook]) or ""
+
+    assert len(docstring) > 40, f"hook {hook} needs a docstring saying what to do and how it is called"
+
+
+@pytest.mark.parametrize("hook", sorted(_hookspecs()))
+def test_every_hook_has_tests(hook: str) -> None:
+    tests = [name for name in globals() if name.startswith(f"test_hook_{hook}")]
+
+    assert tests, f"add a test named test_hook_{hook}_... to {__name__}"

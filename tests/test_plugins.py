@@ -6,6 +6,7 @@ import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pluggy
 import pytest
@@ -13,17 +14,18 @@ import pytest
 from crm_hub import hookspecs
 from crm_hub.errors import ConfigurationError, NotFound
 from crm_hub.hookspecs import hookimpl
+from crm_hub.notifications import Notification, Notifier
 from crm_hub.plugins import LoadedPlugin, PluginHost
 from crm_hub.providers import CrmProvider
 from tests.support.fake_distribution import FakeSite, fake_site_in
 from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
-from tests.support.stub_providers import RegisteringPlugin, provider_named
+from tests.support.stub_providers import RegisteringNotifiers, RegisteringPlugin, provider_named
 
 
 @pytest.fixture
 def host() -> PluginHost:
-    """A host that loads no entry points: only what a test registers."""
-    return PluginHost(load_entry_points=False)
+    """A host that loads neither entry points nor the built-in plugins: only what a test registers."""
+    return PluginHost(load_entry_points=False, load_default_plugins=False)
 
 
 @pytest.fixture
@@ -48,6 +50,45 @@ def test_hook_register_providers_collects_every_plugins_providers(host: PluginHo
     assert registry.get("memorycrm") is memory
     assert registry.origin("memorycrm") == LoadedPlugin("memory", "crm-hub-memory", "0.0.1")
     assert registry.origin("beta").name == "greek"
+
+
+class _RecordingNotifier(Notifier):
+    name: ClassVar[str] = "recorder"
+
+    def __init__(self) -> None:
+        self.received: list[Notification] = []
+
+    async def notify(self, notification: Notification) -> None:
+        self.received.append(notification)
+
+
+def test_hook_register_notifiers_collects_notifiers_by_name(host: PluginHost) -> None:
+    recorder = _RecordingNotifier()
+    host.register(RegisteringNotifiers(recorder), name="recording")
+
+    assert host.notifiers() == [recorder]
+
+
+def test_hook_register_notifiers_refuses_two_notifiers_with_one_name(host: PluginHost) -> None:
+    host.register(RegisteringNotifiers(_RecordingNotifier()), name="first")
+    host.register(RegisteringNotifiers(_RecordingNotifier()), name="second")
+
+    with pytest.raises(ConfigurationError, match=r"'recorder' is registered twice.*'first'.*'second'"):
+        host.notifiers()
+
+
+def test_hook_register_notifiers_refuses_a_provider_posing_as_a_notifier(host: PluginHost) -> None:
+    host.register(RegisteringNotifiers(provider_named("hubspot")), name="confused")
+
+    with pytest.raises(ConfigurationError, match="not a Notifier"):
+        host.notifiers()
+
+
+def test_built_in_slack_notifier_is_registered_as_an_ordinary_plugin() -> None:
+    host = PluginHost(load_entry_points=False)
+
+    assert "slack" in [notifier.name for notifier in host.notifiers()]
+    assert any(plugin.distribution == "crm-hub" for plugin in host.plugins())
 
 
 def test_registered_plugins_are_listed_by_name_with_their_origin(host: PluginHost) -> None:
@@ -183,9 +224,10 @@ def test_installed_distribution_is_loaded_through_its_entry_point(fake_site: Fak
     module = fake_site.install("crm-hub-fakecrm", version="1.2.3", entry_point="fakecrm", provider="fakecrm")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=True)
+    # The allowlist keeps whatever else is installed in this environment out of the way.
+    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=["crm-hub-fakecrm"])
 
-    assert LoadedPlugin(name="fakecrm", distribution="crm-hub-fakecrm", version="1.2.3") in host.plugins()
+    assert host.plugins() == [LoadedPlugin(name="fakecrm", distribution="crm-hub-fakecrm", version="1.2.3")]
     assert isinstance(host.providers().get("fakecrm"), CrmProvider)
     assert host.providers().origin("fakecrm").version == "1.2.3"
     assert module in sys.modules
@@ -197,7 +239,7 @@ def test_allowlist_by_distribution_or_entry_point_name_loads_only_those(fake_sit
     gamma_module = fake_site.install("crm-hub-gamma", entry_point="gamma", provider="gamma")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=True, allowlist=["crm-hub-alpha", "beta"])
+    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=["crm-hub-alpha", "beta"])
 
     assert [plugin.name for plugin in host.plugins()] == ["alpha", "beta"]
     assert host.providers().names() == ["alpha", "beta"]
@@ -208,7 +250,7 @@ def test_empty_allowlist_loads_no_plugin(fake_site: FakeSite) -> None:
     module = fake_site.install("crm-hub-alpha", entry_point="alpha", provider="alpha")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=True, allowlist=[])
+    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=[])
 
     assert host.plugins() == []
     assert host.providers().names() == []
@@ -219,7 +261,7 @@ def test_entry_points_are_not_loaded_when_turned_off(fake_site: FakeSite) -> Non
     fake_site.install("crm-hub-alpha", entry_point="alpha", provider="alpha")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=False)
+    host = PluginHost(load_entry_points=False, load_default_plugins=False)
 
     assert host.plugins() == []
 
@@ -228,7 +270,7 @@ def test_plugin_that_fails_to_import_is_a_configuration_error_naming_it(fake_sit
     fake_site.install("crm-hub-broken", entry_point="broken", source="raise RuntimeError('missing API key module')\n")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=True, allowlist=["broken"])
+    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=["broken"])
 
     with pytest.raises(ConfigurationError) as caught:
         host.providers()
@@ -248,7 +290,7 @@ def test_two_distributions_with_the_same_entry_point_name_is_a_configuration_err
     fake_site.install("hubspot-community", entry_point="hubspot", provider="hubspot_community")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=True, allowlist=["hubspot"])
+    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=["hubspot"])
 
     with pytest.raises(ConfigurationError) as caught:
         host.providers()
@@ -265,7 +307,7 @@ def test_allowlist_matches_distribution_names_as_pip_does(fake_site: FakeSite) -
     fake_site.install("Crm_Hub_FakeCRM", entry_point="fakecrm", provider="fakecrm")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=True, allowlist=["crm-hub-fakecrm"])
+    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=["crm-hub-fakecrm"])
 
     assert [plugin.name for plugin in host.plugins()] == ["fakecrm"]
 

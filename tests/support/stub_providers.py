@@ -53,3 +53,15 @@ class RegisteringPlugin:
     def register_providers(self, register: Callable[[object], None]) -> None:
         for provider in self.registered:
             register(provider)
+
+
+class RegisteringNotifiers:
+    """A plugin object whose ``register_notifiers`` hands over ``registered``, whatever they are."""
+
+    def __init__(self, *registered: object) -> None:
+        self.registered = registered
+
+    @hookimpl
+    def register_notifiers(self, register: Callable[[object], None]) -> None:
+        for notifier in self.registered:
+            register(notifier)

@@ -89,7 +89,6 @@ class ConnectionService:
                 actor=caller.actor,
                 expires_at=now + STATE_LIFETIME,
             )
-            await session.commit()
         auth_url = provider.authorization_url(
             state=state, code_challenge=_pkce_challenge(verifier) if verifier else None
         )
@@ -114,7 +113,6 @@ class ConnectionService:
             pending = await OAuthStateRepository(session).consume(
                 _state_hash(state), caller.team_id, provider.name, utcnow()
             )
-            await session.commit()
         if pending is None:
             raise InvalidArgument(
                 "The OAuth state is unknown, expired, already used, or was issued to another team or "
@@ -138,7 +136,6 @@ class ConnectionService:
             await IntegrationRepository(session).upsert_status(
                 caller.team_id, provider.name, IntegrationStatus.CONNECTED
             )
-            await session.commit()
         await self._record(caller, provider.name, "connected", f"{provider.label} connected.", started)
         self._notify(caller, provider.name, "connected", f"{provider.label} was connected by {caller.actor}.")
         return f"{provider.label} connected successfully."
@@ -160,7 +157,6 @@ class ConnectionService:
             await IntegrationRepository(session).upsert_status(
                 caller.team_id, provider.name, IntegrationStatus.DISCONNECTED
             )
-            await session.commit()
         await self._record(caller, provider.name, "disconnected", f"{provider.label} disconnected.", started)
         self._notify(caller, provider.name, "disconnected", f"{provider.label} was disconnected by {caller.actor}.")
         if tokens is None:
@@ -194,4 +190,3 @@ class ConnectionService:
                 duration_ms=round((time.perf_counter() - started) * 1000),
                 error_reason=error_reason,
             )
-            await session.commit()

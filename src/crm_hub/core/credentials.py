@@ -52,7 +52,6 @@ class CredentialStore:
     async def save(self, team_id: str, provider: str, tokens: TokenSet) -> None:
         async with self._database.session() as session:
             await CredentialRepository(session).put(team_id, provider, self._seal(team_id, provider, tokens))
-            await session.commit()
 
     async def load(self, team_id: str, provider: str) -> TokenSet:
         """The stored tokens, or FAILED_PRECONDITION when the team has not connected the provider."""
@@ -108,7 +107,6 @@ class CredentialStore:
             if not fresh.refresh_token:
                 fresh = replace(fresh, refresh_token=current.refresh_token)
             await CredentialRepository(session).put(team_id, provider.name, self._seal(team_id, provider.name, fresh))
-            await session.commit()
             logger.info("credentials refreshed", extra={"team": team_id, "provider": provider.name})
             return fresh
 
@@ -121,7 +119,6 @@ class CredentialStore:
                 return None
             tokens = self._open(team_id, provider, row.encrypted)
             await repository.delete(team_id, provider)
-            await session.commit()
             return tokens
 
     async def _mark_expired(self, session: AsyncSession, caller: Caller, provider: str, detail: str) -> None:
@@ -138,7 +135,7 @@ class CredentialStore:
             duration_ms=0,
             error_reason=RefreshRejected.default_reason,
         )
-        await session.commit()
+        await session.commit()  # before the caller's error rolls the session back
         self._notifications.publish(
             Notification(
                 kind="credentials_expired",

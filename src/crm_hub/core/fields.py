@@ -82,7 +82,6 @@ class FieldCatalog:
             await repository.save_settings(
                 caller.team_id, provider.name, {**integration.settings, "mapping": dict(mapping)}
             )
-            await session.commit()
         return dict(mapping)
 
 

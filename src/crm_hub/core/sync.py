@@ -264,7 +264,6 @@ class SyncEngine:
             )
             if outcome and not dry_run:
                 await IntegrationRepository(session).mark_synced(caller.team_id, provider, utcnow())
-            await session.commit()
 
 
 def _domain_error(crm: CrmProvider, error: ProviderError) -> CrmHubError:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from crm_hub.application import Application
 from crm_hub.config import DEFAULT_GRPC_ADDRESS, Settings
 from crm_hub.errors import ConfigurationError
 
@@ -116,3 +119,27 @@ def test_repr_never_shows_the_database_password_vault_keys_or_jwt_secret() -> No
     for secret in (DB_PASSWORD, VAULT_KEY, OLD_VAULT_KEY, JWT_SECRET):
         assert secret not in shown
     assert str(settings) == shown
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Application.from_settings passes secret=None whenever JWT_PUBLIC_KEY is set, so setting both "
+    "JWT_SECRET and JWT_PUBLIC_KEY silently drops JWT_SECRET (HS256 tokens are then refused) instead of the "
+    "'set exactly one' ConfigurationError TokenVerifier defines",
+)
+def test_setting_both_jwt_secret_and_jwt_public_key_is_a_configuration_error(tmp_path: Path) -> None:
+    public_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    settings = Settings(
+        data_dir=tmp_path,
+        jwt_secret=JWT_SECRET,
+        jwt_public_key=public_pem.decode(),
+        secret_vault_key=VAULT_KEY,
+        plugins=(),
+    )
+
+    with pytest.raises(ConfigurationError, match="JWT_SECRET"):
+        Application.from_settings(settings)

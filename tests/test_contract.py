@@ -141,7 +141,9 @@ def test_rest_surface_is_exactly_the_spec() -> None:
 
 
 def test_get_and_delete_routes_carry_no_body() -> None:
-    bodies = {method.full_name: _rule(method).body for method in METHODS if _route(_rule(method))[0] in ("GET", "DELETE")}
+    bodies = {
+        method.full_name: _rule(method).body for method in METHODS if _route(_rule(method))[0] in ("GET", "DELETE")
+    }
 
     assert set(bodies.values()) == {""}
 

@@ -101,7 +101,7 @@ def test_registered_plugins_are_listed_by_name_with_their_origin(host: PluginHos
     ]
 
 
-def test_plugin_may_implement_the_hook_as_a_plain_function_taking_no_arguments(host: PluginHost) -> None:
+def test_hook_implementation_may_accept_a_subset_of_the_parameters(host: PluginHost) -> None:
     # Implementations may accept a subset of a hook's parameters; this one takes none and registers nothing.
     class Quiet:
         @staticmethod
@@ -286,16 +286,16 @@ def test_plugin_that_fails_to_import_is_a_configuration_error_naming_it(fake_sit
     "('Plugin name already registered') instead of a ConfigurationError naming both distributions",
 )
 def test_two_distributions_with_the_same_entry_point_name_is_a_configuration_error(fake_site: FakeSite) -> None:
-    fake_site.install("crm-hub-hubspot", entry_point="hubspot", provider="hubspot")
-    fake_site.install("hubspot-community", entry_point="hubspot", provider="hubspot_community")
+    fake_site.install("crm-hub-fakecrm", entry_point="fakecrm", provider="fakecrm")
+    fake_site.install("fakecrm-community", entry_point="fakecrm", provider="fakecrm_community")
     fake_site.activate()
 
-    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=["hubspot"])
+    host = PluginHost(load_entry_points=True, load_default_plugins=False, allowlist=["fakecrm"])
 
     with pytest.raises(ConfigurationError) as caught:
         host.providers()
-    assert "crm-hub-hubspot" in caught.value.message
-    assert "hubspot-community" in caught.value.message
+    assert "crm-hub-fakecrm" in caught.value.message
+    assert "fakecrm-community" in caught.value.message
 
 
 @pytest.mark.xfail(

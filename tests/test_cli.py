@@ -195,11 +195,6 @@ def test_token_without_jwt_secret_in_production_is_a_configuration_error(
     assert not (environment / "jwt.secret").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with JWT_PUBLIC_KEY configured (RS256/ES256) and no JWT_SECRET, `crm-hub token` quietly generates "
-    "var/jwt.secret and prints an HS256 token that the server, verifying with the public key, always refuses",
-)
 def test_token_refuses_when_the_service_verifies_with_a_public_key(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,11 +292,6 @@ def test_plugins_with_a_broken_plugin_exits_2_naming_it(
     assert "a_module_that_is_not_installed" in result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a plugin with a misspelled hook makes pm.check_pending raise pluggy.PluginValidationError, which "
-    "main() does not catch: the operator gets a traceback (exit 1) instead of a configuration error (exit 2)",
-)
 def test_plugins_with_a_misspelled_hook_exits_2_naming_the_hook(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake_site: FakeSite
 ) -> None:
@@ -381,11 +371,6 @@ async def test_rotate_keys_reencrypts_every_credential_with_the_new_key(
         assert secret not in first.out + first.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rotate-keys fails with an uncaught VaultError traceback (exit 1) when SECRET_VAULT_PREVIOUS_KEYS "
-    "lacks the key that sealed a row, instead of a configuration error naming SECRET_VAULT_PREVIOUS_KEYS",
-)
 async def test_rotate_keys_without_the_old_key_exits_2_naming_previous_keys(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, migrated_database_url: str, old_vault: Vault
 ) -> None:

@@ -51,7 +51,8 @@ class Application:
             production=settings.production,
         )
         verifier = TokenVerifier(
-            secret=jwt_secret_for(settings) if not settings.jwt_public_key else None,
+            # Both set is refused by TokenVerifier ("set exactly one"), never silently resolved.
+            secret=settings.jwt_secret if settings.jwt_public_key else jwt_secret_for(settings),
             public_key=settings.jwt_public_key,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,

@@ -100,7 +100,10 @@ def _principal_from_claims(claims: dict[str, Any]) -> Principal:
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("The token's 'sub' claim must be a non-empty string.", reason="TOKEN_INVALID")
     if not isinstance(team_id, str) or not team_id or len(team_id) > _MAX_TEAM_ID_LENGTH:
-        raise Unauthenticated("The token's 'team_id' claim must be a non-empty string.", reason="TOKEN_INVALID")
+        raise Unauthenticated(
+            f"The token's 'team_id' claim must be a non-empty string of at most {_MAX_TEAM_ID_LENGTH} characters.",
+            reason="TOKEN_INVALID",
+        )
     try:
         parsed_role = Role(str(role))
     except ValueError:

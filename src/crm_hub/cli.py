@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from crm_hub.application import Application, jwt_secret_for
 from crm_hub.auth import Role, mint_token
 from crm_hub.config import Settings
-from crm_hub.errors import ConfigurationError
+from crm_hub.errors import ConfigurationError, VaultError
 from crm_hub.log import configure_logging
 from crm_hub.plugins import PluginHost
 from crm_hub.storage import CredentialRepository, Database, normalize_database_url, upgrade
@@ -38,6 +38,11 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.jwt_public_key and not settings.jwt_secret:
+        raise ConfigurationError(
+            "JWT_PUBLIC_KEY is set, so the service only accepts tokens signed by your identity provider; "
+            "crm-hub token can only mint HS256 tokens from JWT_SECRET."
+        )
     secret = jwt_secret_for(settings)
     print(
         mint_token(
@@ -62,7 +67,7 @@ def _plugins(settings: Settings, _: argparse.Namespace) -> int:
     for plugin in plugins:
         provided = [name for name in registry.names() if registry.origin(name).name == plugin.name]
         origin = f"{plugin.distribution} {plugin.version}".strip() or "in-process"
-        print(f"{plugin.name:<20} {origin:<32} providers: {', '.join(provided) or '-'}")
+        print(f"{plugin.name:<32} {origin:<28} providers: {', '.join(provided) or '-'}")
     return 0
 
 
@@ -76,6 +81,11 @@ async def _rotate(settings: Settings) -> tuple[int, int]:
     database = Database(normalize_database_url(settings.database_url, data_dir=settings.data_dir))
     rotated = current = 0
     try:
+        # First check that every row can be opened, so a missing previous key changes nothing at all.
+        async with database.session() as reader:
+            async for chunk in CredentialRepository(reader).all_for_rotation():
+                for row in chunk:
+                    vault.decrypt(row.encrypted, team_id=row.team_id, provider=row.provider)
         async with database.session() as reader:
             async for chunk in CredentialRepository(reader).all_for_rotation():
                 async with database.session() as writer:
@@ -127,6 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(settings, args))
     except ConfigurationError as error:
         print(f"crm-hub: configuration error: {error.message}", file=sys.stderr)
+        return 2
+    except VaultError as error:
+        print(
+            f"crm-hub: a stored credential cannot be decrypted: {error.message} "
+            "List every key still in use in SECRET_VAULT_PREVIOUS_KEYS; nothing was changed.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ class Settings:
         plugins = (
             None if plugins_value is None else tuple(name.strip() for name in plugins_value.split(",") if name.strip())
         )
+        log_level = (_optional(env, "CRM_HUB_LOG_LEVEL") or "INFO").upper()
+        if log_level not in logging.getLevelNamesMapping():
+            raise ConfigurationError(
+                f"CRM_HUB_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {log_level!r}"
+            )
         log_format = (_optional(env, "CRM_HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):
             raise ConfigurationError(f"CRM_HUB_LOG_FORMAT must be 'json' or 'text', not {log_format!r}")
@@ -66,6 +72,6 @@ class Settings:
             jwt_issuer=_optional(env, "JWT_ISSUER"),
             jwt_audience=_optional(env, "JWT_AUDIENCE"),
             plugins=plugins,
-            log_level=(_optional(env, "CRM_HUB_LOG_LEVEL") or "INFO").upper(),
+            log_level=log_level,
             log_format=log_format,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -96,7 +97,15 @@ class PluginHost:
 
     def register(self, plugin: object, *, name: str, distribution: str = "", version: str = "") -> None:
         """Register an in-process plugin (tests use this for throwaway providers)."""
-        self.manager.register(plugin, name=name)
+        if name in self._plugins:
+            other = self._plugins[name].distribution or "an in-process plugin"
+            raise ConfigurationError(
+                f"Two plugins are named {name!r}: from {other} and from {distribution or 'an in-process plugin'}."
+            )
+        try:
+            self.manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as error:
+            raise ConfigurationError(f"Plugin {name!r} is not a valid crm_hub plugin: {error}") from None
         self._plugins[name] = LoadedPlugin(name=name, distribution=distribution, version=version)
         self._registry = None
         self._notifiers = None
@@ -130,18 +139,40 @@ class PluginHost:
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return
+        loaded: list[str] = []
+        try:
+            if self._load_entry_points:
+                self._load_entry_point_plugins(loaded)
+            # A misspelled hook in a plugin fails here, loudly, instead of never being called.
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as error:
+            self._forget(loaded)
+            raise ConfigurationError(f"A crm_hub plugin implements an unknown hook: {error}") from None
+        except Exception:
+            self._forget(loaded)  # a failed load fails again next time; it never leaves a half-loaded host
+            raise
         self._loaded = True
-        if self._load_entry_points:
-            for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-                distribution = entry_point.dist.name if entry_point.dist else ""
-                if self._allowlist is not None and not ({entry_point.name, distribution} & self._allowlist):
-                    logger.info("plugin not in CRM_HUB_PLUGINS, not loaded", extra={"plugin": entry_point.name})
-                    continue
-                module = _load(entry_point)
-                version = entry_point.dist.version if entry_point.dist else ""
-                self.register(module, name=entry_point.name, distribution=distribution, version=version)
-        # A misspelled hook in a plugin fails here, loudly, instead of never being called.
-        self.manager.check_pending()
+
+    def _load_entry_point_plugins(self, loaded: list[str]) -> None:
+        wanted = None if self._allowlist is None else {_normalize(name) for name in self._allowlist}
+        matched: set[str] = set()
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            distribution = entry_point.dist.name if entry_point.dist else ""
+            names = {_normalize(entry_point.name), _normalize(distribution)}
+            if wanted is not None and not names & wanted:
+                logger.info("plugin not in CRM_HUB_PLUGINS, not loaded", extra={"plugin": entry_point.name})
+                continue
+            matched |= names
+            module = _load(entry_point)
+            version = entry_point.dist.version if entry_point.dist else ""
+            self.register(module, name=entry_point.name, distribution=distribution, version=version)
+            loaded.append(entry_point.name)
+        for missing in sorted((wanted or set()) - matched):
+            logger.warning("CRM_HUB_PLUGINS names a plugin that is not installed", extra={"plugin": missing})
+
+    def _forget(self, names: list[str]) -> None:
+        for name in names:
+            self.unregister(name)
 
     def _collect(self, hook_name: str, base: type[T], what: str) -> tuple[dict[str, T], dict[str, LoadedPlugin]]:
         """Call every implementation of a ``register_*`` hook, checking each registered object once, here."""
@@ -172,6 +203,11 @@ class PluginHost:
             arguments = {"register": register}
             implementation.function(**{name: arguments[name] for name in implementation.argnames})
         return items, origins
+
+
+def _normalize(name: str) -> str:
+    """Distribution names compare as PEP 503 says: case, '-', '_' and '.' don't matter."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _load(entry_point: importlib.metadata.EntryPoint) -> object:

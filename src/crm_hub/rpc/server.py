@@ -76,10 +76,12 @@ async def create_server(
 
 async def serve(application: Application) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls for up to SHUTDOWN_GRACE_SECONDS."""
+    # Load plugins before binding the port: a broken plugin must fail the start, not the first call.
+    providers = application.plugins.providers().names()
     server, port, health_servicer = await create_server(application)
     await server.start()
     host = application.settings.grpc_address.rpartition(":")[0]
-    logger.info("serving", extra={"address": f"{host}:{port}", "providers": application.plugins.providers().names()})
+    logger.info("serving", extra={"address": f"{host}:{port}", "providers": providers})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

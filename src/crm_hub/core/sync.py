@@ -36,7 +36,7 @@ from crm_hub.storage import (
     utcnow,
 )
 
-__all__ = ["DUPLICATE_POLICIES", "SyncEngine", "SyncOutcome"]
+__all__ = ["DUPLICATE_POLICIES", "ContactWriter", "SyncEngine", "SyncOutcome"]
 
 DUPLICATE_POLICIES = ("skip", "update", "create_new")
 DEFAULT_POLICY = "update"
@@ -61,100 +61,16 @@ class _Plan:
     others: list[str]
 
 
-class SyncEngine:
-    def __init__(
-        self,
-        database: Database,
-        plugins: PluginHost,
-        credentials: CredentialStore,
-        catalog: FieldCatalog,
-        notifications: NotificationDispatcher,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._database = database
-        self._plugins = plugins
-        self._credentials = credentials
-        self._catalog = catalog
-        self._notifications = notifications
+class ContactWriter:
+    """The CRM-facing half of a sync: duplicate lookup, the policy's decision, the write, retries.
+
+    Touches no storage, so provider packages run it against their fakes (the conformance suite does).
+    """
+
+    def __init__(self, retry: RetryPolicy | None = None) -> None:
         self._retry = retry or RetryPolicy()
 
-    async def sync_lead(
-        self,
-        caller: Caller,
-        lead_id: str,
-        *,
-        provider: str,
-        duplicate_policy: str = "",
-        dry_run: bool = False,
-    ) -> SyncOutcome:
-        policy = duplicate_policy or DEFAULT_POLICY
-        violations = []
-        if not provider:
-            violations.append(FieldViolation("provider", "name the CRM to sync to, e.g. hubspot"))
-        if policy not in DUPLICATE_POLICIES:
-            violations.append(FieldViolation("duplicatePolicy", f"must be one of {', '.join(DUPLICATE_POLICIES)}"))
-        if violations:
-            raise InvalidArgument(
-                "The sync request is not valid: " + "; ".join(f"{v.field} {v.description}" for v in violations) + ".",
-                reason="SYNC_REQUEST_INVALID",
-                field_violations=violations,
-            )
-        crm = self._plugins.providers().get(provider)
-        started = time.perf_counter()
-        async with self._database.session() as session:
-            lead = await LeadRepository(session).get(caller.team_id, lead_id)
-            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
-        if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
-            raise FailedPrecondition(
-                f"{crm.label} is not connected for your team; connect it first.",
-                reason="PROVIDER_NOT_CONNECTED",
-                metadata={"provider": crm.name},
-            )
-        mapping: dict[str, str] = dict(integration.settings.get("mapping") or {})
-        if not mapping:
-            raise FailedPrecondition(
-                f"No field mapping is saved for {crm.label}; save one with POST /integrations/{crm.name}/mapping.",
-                reason="MAPPING_MISSING",
-                metadata={"provider": crm.name},
-            )
-        try:
-            fields = await self._catalog.fields_of(caller, crm)
-            payload = build_payload(lead.fields, mapping, fields, provider_label=crm.label)
-            email = (lead.fields.get("email") or "").strip().lower() or None
-            outcome = await self._credentials.call(
-                caller, crm, lambda tokens: self._apply(crm, tokens, payload, email, policy, dry_run)
-            )
-        except CrmHubError as error:
-            await self._record(caller, crm.name, lead.id, started, dry_run, failure=error)
-            if not dry_run:
-                self._notifications.publish(
-                    Notification(
-                        kind="sync_failed",
-                        team_id=caller.team_id,
-                        provider=crm.name,
-                        lead_id=lead.id,
-                        message=error.message,
-                        reason=error.reason,
-                        request_id=caller.request_id,
-                    )
-                )
-            raise
-        await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome)
-        if not dry_run:
-            self._notifications.publish(
-                Notification(
-                    kind="sync_succeeded",
-                    team_id=caller.team_id,
-                    provider=crm.name,
-                    lead_id=lead.id,
-                    contact_id=outcome.contact_id,
-                    message=outcome.message,
-                    request_id=caller.request_id,
-                )
-            )
-        return outcome
-
-    async def _apply(
+    async def apply(
         self,
         crm: CrmProvider,
         tokens: TokenSet,
@@ -163,6 +79,7 @@ class SyncEngine:
         policy: str,
         dry_run: bool,
     ) -> SyncOutcome:
+        """Look up, decide by ``policy`` and (unless ``dry_run``) write. No storage: tokens come in."""
         plan = await self._plan(crm, tokens, email, policy, dry_run)
         if dry_run:
             return SyncOutcome(
@@ -236,6 +153,100 @@ class SyncEngine:
         if len(results) != 1:
             raise ProviderError(f"{crm.label} returned {len(results)} results for one record.", provider=crm.name)
         return results[0]
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        database: Database,
+        plugins: PluginHost,
+        credentials: CredentialStore,
+        catalog: FieldCatalog,
+        notifications: NotificationDispatcher,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._database = database
+        self._plugins = plugins
+        self._credentials = credentials
+        self._catalog = catalog
+        self._notifications = notifications
+        self._writer = ContactWriter(retry)
+
+    async def sync_lead(
+        self,
+        caller: Caller,
+        lead_id: str,
+        *,
+        provider: str,
+        duplicate_policy: str = "",
+        dry_run: bool = False,
+    ) -> SyncOutcome:
+        policy = duplicate_policy or DEFAULT_POLICY
+        violations = []
+        if not provider:
+            violations.append(FieldViolation("provider", "name the CRM to sync to, e.g. hubspot"))
+        if policy not in DUPLICATE_POLICIES:
+            violations.append(FieldViolation("duplicatePolicy", f"must be one of {', '.join(DUPLICATE_POLICIES)}"))
+        if violations:
+            raise InvalidArgument(
+                "The sync request is not valid: " + "; ".join(f"{v.field} {v.description}" for v in violations) + ".",
+                reason="SYNC_REQUEST_INVALID",
+                field_violations=violations,
+            )
+        crm = self._plugins.providers().get(provider)
+        started = time.perf_counter()
+        async with self._database.session() as session:
+            lead = await LeadRepository(session).get(caller.team_id, lead_id)
+            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
+        if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
+            raise FailedPrecondition(
+                f"{crm.label} is not connected for your team; connect it first.",
+                reason="PROVIDER_NOT_CONNECTED",
+                metadata={"provider": crm.name},
+            )
+        mapping: dict[str, str] = dict(integration.settings.get("mapping") or {})
+        if not mapping:
+            raise FailedPrecondition(
+                f"No field mapping is saved for {crm.label}; save one with POST /integrations/{crm.name}/mapping.",
+                reason="MAPPING_MISSING",
+                metadata={"provider": crm.name},
+            )
+        try:
+            fields = await self._catalog.fields_of(caller, crm)
+            payload = build_payload(lead.fields, mapping, fields, provider_label=crm.label)
+            email = (lead.fields.get("email") or "").strip().lower() or None
+            outcome = await self._credentials.call(
+                caller, crm, lambda tokens: self._writer.apply(crm, tokens, payload, email, policy, dry_run)
+            )
+        except CrmHubError as error:
+            await self._record(caller, crm.name, lead.id, started, dry_run, failure=error)
+            if not dry_run:
+                self._notifications.publish(
+                    Notification(
+                        kind="sync_failed",
+                        team_id=caller.team_id,
+                        provider=crm.name,
+                        lead_id=lead.id,
+                        message=error.message,
+                        reason=error.reason,
+                        request_id=caller.request_id,
+                    )
+                )
+            raise
+        await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome)
+        if not dry_run:
+            self._notifications.publish(
+                Notification(
+                    kind="sync_succeeded",
+                    team_id=caller.team_id,
+                    provider=crm.name,
+                    lead_id=lead.id,
+                    contact_id=outcome.contact_id,
+                    message=outcome.message,
+                    request_id=caller.request_id,
+                )
+            )
+        return outcome
 
     async def _record(
         self,

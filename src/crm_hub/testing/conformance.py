@@ -1,0 +1,250 @@
+"""The provider conformance suite: what every crm_hub provider must do, checked against its fake CRM."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from crm_hub.core.retry import RetryPolicy
+from crm_hub.core.sync import DUPLICATE_POLICIES, ContactWriter
+from crm_hub.errors import AuthExpired, ProviderError, RateLimited, Rejected, Unavailable
+from crm_hub.providers import DUPLICATE_CONTACT, FIELD_TYPES, ContactInput, ContactUpdate, CrmProvider, TokenSet
+
+__all__ = ["ConformanceHarness", "FailureKind", "ProviderConformance", "follow_consent"]
+
+FailureKind = Literal["auth_expired", "rate_limited", "unavailable"]
+
+_EXPECTED_ERRORS: dict[FailureKind, type[ProviderError]] = {
+    "auth_expired": AuthExpired,
+    "rate_limited": RateLimited,
+    "unavailable": Unavailable,
+}
+
+
+async def follow_consent(auth_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, str]:
+    """Open ``auth_url`` on a fake that consents at once; return the redirect's query (code, state or error)."""
+    async with httpx.AsyncClient(transport=transport, follow_redirects=False) as client:
+        response = await client.get(auth_url)
+    if response.status_code not in (301, 302, 303, 307):
+        raise AssertionError(f"the consent page answered {response.status_code}, not a redirect")
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    return {key: values[0] for key, values in query.items()}
+
+
+class ConformanceHarness(ABC):
+    """What a provider package supplies: its provider wired to its fake, and a few handles on the fake."""
+
+    #: The CRM refuses a second contact with the same email (HubSpot does; Salesforce only with duplicate rules).
+    enforces_unique_email: ClassVar[bool] = True
+
+    @property
+    @abstractmethod
+    def provider(self) -> CrmProvider:
+        """The provider under test, talking to the fake (e.g. through httpx.ASGITransport)."""
+
+    @abstractmethod
+    async def consent(self, auth_url: str) -> str:
+        """Play the user at the consent screen and return the authorization code (see ``follow_consent``)."""
+
+    @abstractmethod
+    def write_calls(self) -> int:
+        """How many requests that change data (create, update, upsert, delete) the fake has received."""
+
+    @abstractmethod
+    def fail_next(self, kind: FailureKind) -> None:
+        """Make the fake answer the next API call as the CRM does for ``kind`` (401 expired, 429, 5xx)."""
+
+    @abstractmethod
+    def valid_contact(self, email: str) -> dict[str, Any]:
+        """Properties (CRM field names, CRM-typed values) of a contact the CRM accepts."""
+
+    @abstractmethod
+    def invalid_contact(self, email: str) -> tuple[dict[str, Any], str]:
+        """Properties the CRM refuses as invalid, and the name of the field at fault."""
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+def _email() -> str:
+    return f"conformance-{uuid.uuid4().hex[:12]}@example.com"
+
+
+class ProviderConformance:
+    """Subclass in your provider's tests and define a ``harness`` fixture returning your ConformanceHarness."""
+
+    @pytest.fixture
+    async def connected(self, harness: ConformanceHarness) -> AsyncIterator[tuple[ConformanceHarness, TokenSet]]:
+        provider = harness.provider
+        verifier, challenge = _pkce() if provider.capabilities.pkce else (None, None)
+        code = await harness.consent(provider.authorization_url(state="conformance-state", code_challenge=challenge))
+        tokens = await provider.exchange_code(code=code, code_verifier=verifier)
+        try:
+            yield harness, tokens
+        finally:
+            await harness.aclose()
+
+    # -- OAuth -----------------------------------------------------------------------------------
+
+    async def test_authorization_url_carries_the_state_and_pkce_challenge(self, harness: ConformanceHarness) -> None:
+        provider = harness.provider
+        _, challenge = _pkce()
+        url = provider.authorization_url(state="state-123", code_challenge=challenge)
+        query = parse_qs(urlsplit(url).query)
+        assert query.get("state") == ["state-123"]
+        if provider.capabilities.pkce:
+            assert query.get("code_challenge") == [challenge]
+            assert query.get("code_challenge_method") == ["S256"]
+        await harness.aclose()
+
+    async def test_oauth_round_trip_gives_tokens_that_refresh(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        harness, tokens = connected
+        assert tokens.access_token
+        assert tokens.refresh_token
+        refreshed = await harness.provider.refresh(tokens)
+        assert refreshed.access_token
+        assert refreshed.access_token != tokens.access_token
+        assert "access_token" not in repr(refreshed)
+        assert refreshed.access_token not in repr(refreshed)
+
+    async def test_an_authorization_code_works_once(self, harness: ConformanceHarness) -> None:
+        provider = harness.provider
+        verifier, challenge = _pkce() if provider.capabilities.pkce else (None, None)
+        code = await harness.consent(provider.authorization_url(state="s", code_challenge=challenge))
+        await provider.exchange_code(code=code, code_verifier=verifier)
+        with pytest.raises(Rejected):
+            await provider.exchange_code(code=code, code_verifier=verifier)
+        await harness.aclose()
+
+    # -- Fields ----------------------------------------------------------------------------------
+
+    async def test_fields_are_normalized_to_the_common_types(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        harness, tokens = connected
+        fields = await harness.provider.list_fields(tokens)
+        assert fields, "a CRM has contact fields"
+        names = [field.name for field in fields]
+        assert len(names) == len(set(names)), "field names are unique"
+        assert {field.type for field in fields} <= set(FIELD_TYPES)
+        assert any(field.type == "email" for field in fields), "the email field is typed email"
+        for field in fields:
+            assert field.label, f"{field.name} has a label"
+            if field.type == "select":
+                assert field.options, f"select field {field.name} lists its options"
+            if field.required:
+                assert field.writable, f"required field {field.name} can be written"
+
+    # -- Contacts --------------------------------------------------------------------------------
+
+    async def test_create_find_and_update_a_contact(self, connected: tuple[ConformanceHarness, TokenSet]) -> None:
+        harness, tokens = connected
+        provider, email = harness.provider, _email()
+        [created] = await provider.create_contacts(tokens, [ContactInput(harness.valid_contact(email), email=email)])
+        assert created.ok
+        assert created.contact_id
+        assert created.created
+        found = await provider.find_contacts_by_email(tokens, [email, _email()])
+        assert found[email] == [created.contact_id]
+        assert [ids for key, ids in found.items() if key != email] == [[]]
+        [updated] = await provider.update_contacts(
+            tokens, [ContactUpdate(created.contact_id, harness.valid_contact(email))]
+        )
+        assert updated.ok
+        assert updated.contact_id == created.contact_id
+        assert not updated.created
+
+    async def test_emails_are_matched_case_insensitively(self, connected: tuple[ConformanceHarness, TokenSet]) -> None:
+        harness, tokens = connected
+        email = _email()
+        [created] = await harness.provider.create_contacts(tokens, [ContactInput(harness.valid_contact(email), email)])
+        found = await harness.provider.find_contacts_by_email(tokens, [email.upper()])
+        assert found == {email: [created.contact_id]}, "results are keyed by the lowercased email"
+
+    async def test_more_records_than_one_batch_holds_are_all_written_in_order(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        harness, tokens = connected
+        size = harness.provider.capabilities.max_batch_size + 1
+        emails = [_email() for _ in range(size)]
+        before = harness.write_calls()
+        results = await harness.provider.create_contacts(
+            tokens, [ContactInput(harness.valid_contact(email), email=email) for email in emails]
+        )
+        assert len(results) == size
+        assert all(result.ok for result in results)
+        assert harness.write_calls() - before >= 2, "the provider split the records into batches"
+        found = await harness.provider.find_contacts_by_email(tokens, emails)
+        assert [found[email] for email in emails] == [[result.contact_id] for result in results]
+
+    async def test_an_invalid_contact_is_rejected_naming_the_field(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        harness, tokens = connected
+        email = _email()
+        properties, field = harness.invalid_contact(email)
+        [result] = await harness.provider.create_contacts(tokens, [ContactInput(properties, email=email)])
+        assert isinstance(result.error, Rejected)
+        named = {violation.field for violation in result.error.field_violations} | {result.error.message}
+        assert any(field in text for text in named), f"the error names {field}"
+
+    async def test_a_duplicate_email_is_reported_with_the_existing_contact(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        harness, tokens = connected
+        if not harness.enforces_unique_email:
+            pytest.skip("this CRM accepts duplicate emails unless configured otherwise")  # declared by the harness
+        email = _email()
+        contact = ContactInput(harness.valid_contact(email), email=email)
+        [first] = await harness.provider.create_contacts(tokens, [contact])
+        [second] = await harness.provider.create_contacts(tokens, [contact])
+        assert isinstance(second.error, Rejected)
+        assert second.error.reason == DUPLICATE_CONTACT
+        assert second.error.metadata.get("contact_id") == first.contact_id
+
+    # -- Errors ----------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("kind", ["auth_expired", "rate_limited", "unavailable"])
+    async def test_failures_are_classified(
+        self, connected: tuple[ConformanceHarness, TokenSet], kind: FailureKind
+    ) -> None:
+        harness, tokens = connected
+        harness.fail_next(kind)
+        with pytest.raises(_EXPECTED_ERRORS[kind]) as caught:
+            await harness.provider.find_contacts_by_email(tokens, [_email()])
+        assert tokens.access_token not in str(caught.value)
+
+    # -- Dry run through the core ----------------------------------------------------------------
+
+    async def test_dry_runs_never_write(self, connected: tuple[ConformanceHarness, TokenSet]) -> None:
+        harness, tokens = connected
+        email = _email()
+        [existing] = await harness.provider.create_contacts(tokens, [ContactInput(harness.valid_contact(email), email)])
+        writer = ContactWriter(RetryPolicy(attempts=1))
+        before = harness.write_calls()
+        for policy in DUPLICATE_POLICIES:
+            for lead_email in (email, _email()):
+                payload = harness.valid_contact(lead_email)
+                outcome = await writer.apply(harness.provider, tokens, payload, lead_email, policy, dry_run=True)
+                assert outcome.dry_run
+                assert outcome.action.startswith("would_")
+                assert outcome.payload == payload
+                assert outcome.contact_id == (existing.contact_id if lead_email == email else None)
+        assert harness.write_calls() == before, "a dry run never writes"

@@ -39,6 +39,7 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+	$(BIN)/mypy $(wildcard plugins/*/src/crm_hub_*)
 
 buf-lint: $(BUF) build/third_party/.copied
 	$(BUF) lint

@@ -39,3 +39,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request URL at INFO; some CRM URLs carry tokens (HubSpot's revoke path does).
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -193,5 +193,13 @@ class CrmProvider(ABC):
         """Create-or-update by email in one call. Only called when ``capabilities.upsert_by_email``."""
         raise NotImplementedError(f"{type(self).__name__} does not upsert by email")
 
+    def configuration_problem(self) -> str | None:
+        """What an operator must set before teams can connect (e.g. missing client credentials), or None.
+
+        An installed but unconfigured provider still registers: status shows the problem, and connecting
+        answers FAILED_PRECONDITION (PROVIDER_NOT_CONFIGURED) with it, instead of the service not starting.
+        """
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release HTTP clients; called once when the service stops."""

@@ -62,6 +62,12 @@ async def test_a_wait_past_the_deadline_gives_up_at_once(policy: RetryPolicy, wa
     assert waits == []
 
 
+async def test_a_lambda_returning_a_coroutine_is_awaited_and_retried(policy: RetryPolicy) -> None:
+    operation = Flaky(Unavailable("502"))
+    assert await policy.run(lambda: operation()) == "ok"
+    assert operation.calls == 2
+
+
 @pytest.mark.parametrize("error", [Rejected("invalid email"), AuthExpired("401")], ids=["rejected", "auth-expired"])
 async def test_rejections_and_auth_errors_are_not_retried(
     policy: RetryPolicy, waits: list[float], error: Exception

@@ -13,9 +13,10 @@ from datetime import timedelta
 from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
-from crm_hub.errors import FieldViolation, InvalidArgument, ProviderError
+from crm_hub.errors import FailedPrecondition, FieldViolation, InvalidArgument, ProviderError
 from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
 from crm_hub.plugins import PluginHost
+from crm_hub.providers import CrmProvider
 from crm_hub.storage import (
     Database,
     IntegrationRepository,
@@ -39,6 +40,13 @@ _MAX_CODE_LENGTH = 4096
 class OAuthStart:
     auth_url: str
     state: str
+
+
+def _configured(provider: CrmProvider) -> CrmProvider:
+    problem = provider.configuration_problem()
+    if problem:
+        raise FailedPrecondition(problem, reason="PROVIDER_NOT_CONFIGURED", metadata={"provider": provider.name})
+    return provider
 
 
 def _state_hash(state: str) -> str:
@@ -69,7 +77,7 @@ class ConnectionService:
 
     async def start_oauth(self, caller: Caller, kind: str) -> OAuthStart:
         """A consent URL and a one-time state bound to this team and provider (stored hashed)."""
-        provider = self._plugins.providers().get(kind)
+        provider = _configured(self._plugins.providers().get(kind))
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64) if provider.capabilities.pkce else None
         now = utcnow()
@@ -96,7 +104,7 @@ class ConnectionService:
 
     async def complete_oauth(self, caller: Caller, kind: str, *, code: str, state: str) -> str:
         """Exchange the code for tokens, store them encrypted and mark the integration CONNECTED."""
-        provider = self._plugins.providers().get(kind)
+        provider = _configured(self._plugins.providers().get(kind))
         violations = []
         if not code.strip() or len(code) > _MAX_CODE_LENGTH:
             violations.append(FieldViolation("code", "the authorization code from the CRM's redirect is required"))

@@ -54,4 +54,9 @@ class RetryPolicy:
             sleep=self.sleep,
             reraise=True,
         )
-        return await retrying(operation)
+
+        async def attempt() -> T:
+            # tenacity awaits coroutine *functions*; a lambda returning a coroutine must be awaited here.
+            return await operation()
+
+        return await retrying(attempt)

@@ -46,12 +46,13 @@ class StatusReporter:
             row = integrations.get(name)
             total, succeeded = counts.get(name, (0, 0))
             state = row.status if row else DISCONNECTED
+            problem = registry.get(name).configuration_problem()
             report[name] = IntegrationState(
                 connected=state == CONNECTED,
                 state=state,
                 version=registry.origin(name).version,
                 last_sync=row.last_sync_at if row else None,
-                error=row.error if row else None,
+                error=problem or (row.error if row else None),
                 syncs_total=total,
                 syncs_succeeded=succeeded,
                 reconnect_required=bool(row and row.status == ERROR),

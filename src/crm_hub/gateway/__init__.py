@@ -1,0 +1,40 @@
+"""The REST gateway: Envoy transcoding the documented REST paths onto crm_hub's gRPC services.
+
+- ``config``: GatewaySettings (CRM_HUB_HTTP_ADDRESS, CRM_HUB_TLS_CERT/KEY, CRM_HUB_GRPC_UPSTREAMS,
+  CRM_HUB_ENVOY_ADMIN_PORT) and the Envoy configuration rendered from ``envoy.yaml.tmpl``.
+- ``error_body.lua``: gives every REST error one JSON shape, ``{success: false, code, message, reason, details}``.
+- ``descriptors``: the committed descriptor set Envoy transcodes with (``crm_hub.binpb``).
+- ``openapi``: gateway/openapi.json, generated from the same descriptors.
+- ``process``: EnvoyGateway (start, ready, stop) and ``run_up`` (gRPC server + Envoy: ``crm-hub up``).
+
+    python -m crm_hub.gateway generate   # rewrite crm_hub.binpb and gateway/openapi.json
+    python -m crm_hub.gateway check      # exit 1 if either is stale
+"""
+
+from __future__ import annotations
+
+from crm_hub.gateway.config import DEFAULT_HTTP_ADDRESS, GatewaySettings, HostPort, parse_address, render_config
+from crm_hub.gateway.process import (
+    EnvoyGateway,
+    EnvoyNotFound,
+    GatewayError,
+    UpstreamRequests,
+    find_envoy,
+    run_gateway,
+    run_up,
+)
+
+__all__ = [
+    "DEFAULT_HTTP_ADDRESS",
+    "EnvoyGateway",
+    "EnvoyNotFound",
+    "GatewayError",
+    "GatewaySettings",
+    "HostPort",
+    "UpstreamRequests",
+    "find_envoy",
+    "parse_address",
+    "render_config",
+    "run_gateway",
+    "run_up",
+]

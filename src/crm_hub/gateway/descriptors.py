@@ -1,7 +1,7 @@
 """The FileDescriptorSet Envoy's gRPC-JSON transcoder reads: proto/crm_hub/v1 plus everything it imports.
 
-    python -m crm_hub.gateway.descriptors generate   # rewrite src/crm_hub/gateway/crm_hub.binpb
-    python -m crm_hub.gateway.descriptors check      # exit 1 if regenerating would change it
+    python -m crm_hub.gateway generate   # rewrite src/crm_hub/gateway/crm_hub.binpb (and gateway/openapi.json)
+    python -m crm_hub.gateway check      # exit 1 if regenerating would change either
 
 The set is built with grpc_tools.protoc (``--include_imports``), so buf is not needed. google/api and
 google/rpc come from the installed googleapis-common-protos wheel, google/protobuf from grpcio-tools.
@@ -29,6 +29,7 @@ __all__ = [
     "PROTO_ROOT",
     "build_descriptor_set",
     "check",
+    "committed_path",
     "descriptor_set_path",
     "generate",
     "load_descriptor_set",
@@ -55,7 +56,7 @@ def load_descriptor_set(path: Path | None = None) -> descriptor_pb2.FileDescript
 
 
 def _include_paths() -> list[Path]:
-    import grpc_tools  # a dev dependency: only generating needs it
+    import grpc_tools  # type: ignore[import-untyped]  # a dev dependency: only generating needs it
 
     # The googleapis-common-protos wheel puts google/api/*.proto and google/rpc/*.proto next to its modules.
     site_packages = Path(sysconfig.get_paths()["purelib"])
@@ -88,6 +89,11 @@ def build_descriptor_set(*, include_source_info: bool = False, proto_root: Path 
         return output.read_bytes()
 
 
+def committed_path() -> Path:
+    """Where ``generate`` writes (the package directory of a source checkout)."""
+    return _COMMITTED
+
+
 def generate(target: Path = _COMMITTED) -> None:
     """Rewrite the committed descriptor set."""
     target.write_bytes(build_descriptor_set())
@@ -111,24 +117,3 @@ def check(target: Path = _COMMITTED) -> list[str]:
         if fresh_files[name] != committed_files[name]
     ]
     return problems or ["file order changed"]
-
-
-def main(argv: list[str]) -> int:
-    command = argv[1] if len(argv) > 1 else "generate"
-    if command == "generate":
-        generate()
-        return 0
-    if command == "check":
-        problems = check()
-        if problems:
-            print(f"{_COMMITTED} is stale; run `make generate` and commit:", file=sys.stderr)
-            print("\n".join(problems), file=sys.stderr)
-            return 1
-        print("gateway descriptor set is current")
-        return 0
-    print(__doc__, file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

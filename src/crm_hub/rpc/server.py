@@ -77,7 +77,11 @@ async def create_server(
 async def serve(application: Application) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls for up to SHUTDOWN_GRACE_SECONDS."""
     # Load plugins before binding the port: a broken plugin must fail the start, not the first call.
-    providers = application.plugins.providers().names()
+    registry = application.plugins.providers()
+    providers = registry.names()
+    for provider in registry:
+        if problem := provider.configuration_problem():
+            logger.warning("provider not configured", extra={"provider": provider.name, "problem": problem})
     server, port, health_servicer = await create_server(application)
     await server.start()
     host = application.settings.grpc_address.rpartition(":")[0]

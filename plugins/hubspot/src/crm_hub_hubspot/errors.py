@@ -30,7 +30,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-
 from crm_hub.errors import (
     AuthExpired,
     FieldViolation,
@@ -40,9 +39,9 @@ from crm_hub.errors import (
     Rejected,
     Unavailable,
 )
+from crm_hub.providers import DUPLICATE_CONTACT
 
 __all__ = [
-    "DUPLICATE_CONTACT",
     "PROVIDER",
     "classify",
     "classify_oauth",
@@ -52,8 +51,6 @@ __all__ = [
 ]
 
 PROVIDER = "hubspot"
-#: The reason of a create refused because the email already belongs to a contact (core: ALREADY_EXISTS).
-DUPLICATE_CONTACT = "DUPLICATE_CONTACT"
 
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 _INVALID_VALUES_PREFIX = "Property values were not valid:"

@@ -6,8 +6,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from crm_hub.errors import ConfigurationError
-
 __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_AUTHORIZE_URL", "HubSpotSettings"]
 
 DEFAULT_API_BASE_URL = "https://api.hubapi.com"
@@ -25,28 +23,35 @@ class HubSpotSettings:
     redirect_url: str
     api_base_url: str = DEFAULT_API_BASE_URL
     authorize_url: str = DEFAULT_AUTHORIZE_URL
+    #: Required variables that were not set: the provider is registered but cannot connect anyone.
+    missing: tuple[str, ...] = ()
+
+    @property
+    def problem(self) -> str | None:
+        """What an operator must fix before teams can connect HubSpot, or None."""
+        if not self.missing:
+            return None
+        verb = "is" if len(self.missing) == 1 else "are"
+        return (
+            f"HubSpot is not configured: {', '.join(self.missing)} {verb} not set. Set them, or leave the plugin "
+            "out with CRM_HUB_PLUGINS."
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSpotSettings:
-        """Read ``HUBSPOT_*`` variables; ConfigurationError naming every missing one.
+        """Read ``HUBSPOT_*`` variables. Missing required ones are listed in ``missing``, never guessed.
 
         ``HUBSPOT_API_BASE_URL`` and ``HUBSPOT_AUTHORIZE_URL`` are optional (tests and the fake point them
-        elsewhere); the client id, secret and redirect URL are required.
+        elsewhere); the client id, secret and redirect URL are required to connect a team. Without them the
+        service still starts: the provider reports ``configuration_problem()`` in status and on connect.
         """
         env = os.environ if environ is None else environ
-        missing = [name for name in _REQUIRED if not env.get(name, "").strip()]
-        if missing:
-            raise ConfigurationError(
-                f"The HubSpot plugin (crm-hub-hubspot) is installed but {', '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not set. Set them, or leave the plugin out with "
-                "CRM_HUB_PLUGINS.",
-                reason="PROVIDER_NOT_CONFIGURED",
-                metadata={"provider": "hubspot", "missing": ",".join(missing)},
-            )
+        missing = tuple(name for name in _REQUIRED if not env.get(name, "").strip())
         return cls(
-            client_id=env["HUBSPOT_CLIENT_ID"].strip(),
-            client_secret=env["HUBSPOT_CLIENT_SECRET"].strip(),
-            redirect_url=env["HUBSPOT_REDIRECT_URL"].strip(),
+            client_id=env.get("HUBSPOT_CLIENT_ID", "").strip(),
+            client_secret=env.get("HUBSPOT_CLIENT_SECRET", "").strip(),
+            redirect_url=env.get("HUBSPOT_REDIRECT_URL", "").strip(),
+            missing=missing,
             api_base_url=(env.get("HUBSPOT_API_BASE_URL") or DEFAULT_API_BASE_URL).strip().rstrip("/"),
             authorize_url=(env.get("HUBSPOT_AUTHORIZE_URL") or DEFAULT_AUTHORIZE_URL).strip(),
         )

@@ -1,0 +1,18 @@
+"""The ``crm_hub`` entry point of crm-hub-hubspot: registers one HubSpotProvider configured from the env."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from crm_hub.hookspecs import hookimpl
+from crm_hub.providers import CrmProvider
+
+from crm_hub_hubspot.provider import HubSpotProvider
+
+__all__ = ["register_providers"]
+
+
+@hookimpl
+def register_providers(register: Callable[[CrmProvider], None]) -> None:
+    """Register HubSpot, configured from ``HUBSPOT_*``; if some are missing it says so in status and on connect."""
+    register(HubSpotProvider.from_env())

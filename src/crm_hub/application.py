@@ -11,6 +11,7 @@ from crm_hub.core.connections import ConnectionService
 from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
 from crm_hub.core.leads import LeadService
+from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.status import StatusReporter
 from crm_hub.core.sync import SyncEngine
 from crm_hub.errors import ConfigurationError
@@ -41,7 +42,10 @@ class Application:
     status: StatusReporter
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Application:
+    def from_settings(
+        cls, settings: Settings, *, plugins: PluginHost | None = None, retry: RetryPolicy | None = None
+    ) -> Application:
+        """Compose the service. ``retry`` overrides the CRM retry policy (tests retry without waiting)."""
         plugins = plugins or PluginHost(allowlist=settings.plugins)
         database = Database(normalize_database_url(settings.database_url, data_dir=settings.data_dir))
         vault = vault_from_settings(
@@ -70,7 +74,7 @@ class Application:
             credentials=credentials,
             connections=ConnectionService(database, vault, plugins, credentials, fields, notifications),
             fields=fields,
-            sync=SyncEngine(database, plugins, credentials, fields, notifications),
+            sync=SyncEngine(database, plugins, credentials, fields, notifications, retry),
             leads=LeadService(database),
             status=StatusReporter(database, plugins),
         )

@@ -123,7 +123,7 @@ class GatewaySettings:
         upstreams_text = value("CRM_HUB_GRPC_UPSTREAMS")
         if upstreams_text is not None:
             upstreams = tuple(
-                parse_address(item, setting="CRM_HUB_GRPC_UPSTREAMS") for item in upstreams_text.split(",") if item
+                parse_address(item, setting="CRM_HUB_GRPC_UPSTREAMS") for item in upstreams_text.split(",") if item.strip()
             )
         else:
             upstreams = (

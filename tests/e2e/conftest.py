@@ -1,0 +1,118 @@
+"""The whole service with a real provider plugin and its fake CRM, over a real gRPC channel."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from crm_hub_hubspot.fake import FakeHubSpot
+
+from crm_hub.application import Application
+from crm_hub.config import Settings
+from crm_hub.core.retry import RetryPolicy
+from crm_hub.hookspecs import hookimpl
+from crm_hub.plugins import PluginHost
+from crm_hub.providers import CrmProvider
+from crm_hub.rpc.server import create_server
+from crm_hub.testing import follow_consent
+from crm_hub.v1 import (
+    fields_pb2_grpc,
+    integrations_pb2,
+    integrations_pb2_grpc,
+    leads_pb2,
+    leads_pb2_grpc,
+    status_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
+from tests.support.app import JWT_SECRET, VAULT_KEY, Metadata, bearer
+
+
+class _Register:
+    def __init__(self, provider: CrmProvider) -> None:
+        self.provider = provider
+
+    @hookimpl
+    def register_providers(self, register: Callable[[CrmProvider], None]) -> None:
+        register(self.provider)
+
+
+@dataclass
+class World:
+    """A running crm_hub, a fake CRM behind its provider, and one team's view of it."""
+
+    application: Application
+    channel: grpc.aio.Channel
+    fake: FakeHubSpot
+    kind: str
+    team: str = field(default_factory=lambda: f"team-{uuid.uuid4().hex[:10]}")
+    #: Seconds the retry policy would have slept (tests don't wait).
+    waits: list[float] = field(default_factory=list)
+
+    def auth(self, role: str = "admin", team: str | None = None) -> Metadata:
+        return bearer(team or self.team, role)
+
+    @property
+    def integrations(self) -> integrations_pb2_grpc.IntegrationsServiceStub:
+        return integrations_pb2_grpc.IntegrationsServiceStub(self.channel)
+
+    @property
+    def fields(self) -> fields_pb2_grpc.FieldsServiceStub:
+        return fields_pb2_grpc.FieldsServiceStub(self.channel)
+
+    @property
+    def leads(self) -> leads_pb2_grpc.LeadsServiceStub:
+        return leads_pb2_grpc.LeadsServiceStub(self.channel)
+
+    @property
+    def sync(self) -> sync_pb2_grpc.SyncServiceStub:
+        return sync_pb2_grpc.SyncServiceStub(self.channel)
+
+    @property
+    def status(self) -> status_pb2_grpc.StatusServiceStub:
+        return status_pb2_grpc.StatusServiceStub(self.channel)
+
+    async def connect(self, team: str | None = None) -> None:
+        """The OAuth flow as a user walks it: start, consent on the fake, callback."""
+        auth = self.auth("admin", team)
+        start = await self.integrations.StartOAuth(integrations_pb2.StartOAuthRequest(kind=self.kind), metadata=auth)
+        redirect = await follow_consent(start.auth_url, transport=httpx.ASGITransport(self.fake.app))
+        await self.integrations.CompleteOAuth(
+            integrations_pb2.CompleteOAuthRequest(kind=self.kind, code=redirect["code"], state=redirect["state"]),
+            metadata=auth,
+        )
+
+    async def lead(self, **fields: str) -> str:
+        created = await self.leads.CreateLead(leads_pb2.CreateLeadRequest(fields=fields), metadata=self.auth("member"))
+        return created.lead.id
+
+    def sync_request(self, lead_id: str, policy: str = "", *, dry_run: bool = False) -> sync_pb2.SyncLeadRequest:
+        options = sync_pb2.SyncOptions(provider=self.kind, duplicate_policy=policy)
+        return sync_pb2.SyncLeadRequest(lead_id=lead_id, dry_run=dry_run, options=options)
+
+
+@pytest.fixture
+async def hubspot(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    fake = FakeHubSpot()
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    host = PluginHost(load_entry_points=False, load_default_plugins=False)
+    host.register(_Register(fake.provider(timeout=5.0)), name="crm-hub-hubspot", distribution="crm-hub-hubspot")
+    settings = Settings(database_url=database_url, data_dir=tmp_path, jwt_secret=JWT_SECRET, secret_vault_key=VAULT_KEY)
+    application = Application.from_settings(settings, plugins=host, retry=RetryPolicy(sleep=no_wait))
+    server, port, _ = await create_server(application, "127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield World(application=application, channel=channel, fake=fake, kind="hubspot", waits=waits)
+    finally:
+        await server.stop(None)
+        await application.aclose()

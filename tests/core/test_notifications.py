@@ -9,8 +9,13 @@ import time
 import httpx
 import pytest
 
+from crm_hub.application import Application
+from crm_hub.auth import Principal, Role
+from crm_hub.config import Settings
+from crm_hub.core.caller import Caller
 from crm_hub.default_plugins.slack import SlackNotifier
 from crm_hub.notifications import Notification, NotificationDispatcher
+from crm_hub.plugins import PluginHost
 
 FAILED_SYNC = Notification(
     kind="sync_failed",
@@ -80,3 +85,29 @@ async def test_slack_is_not_told_of_successful_syncs() -> None:
 
 def test_slack_without_a_webhook_url_is_not_configured() -> None:
     assert SlackNotifier(None).configured is False
+
+
+async def test_status_lists_slack_as_connected_when_its_webhook_is_set(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, team_id: str
+) -> None:
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.invalid/services/T/B/X")
+    application = Application.from_settings(settings, plugins=PluginHost(load_entry_points=False))
+    try:
+        caller = Caller(principal=Principal(subject="u", team_id=team_id, role=Role.MEMBER), request_id="r")
+        report = await application.status.report(caller)
+    finally:
+        await application.aclose()
+    assert report["slack"].connected is True
+    assert report["slack"].error is None
+
+
+async def test_status_leaves_slack_out_without_a_webhook(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, team_id: str
+) -> None:
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    application = Application.from_settings(settings, plugins=PluginHost(load_entry_points=False))
+    try:
+        caller = Caller(principal=Principal(subject="u", team_id=team_id, role=Role.MEMBER), request_id="r")
+        assert "slack" not in await application.status.report(caller)
+    finally:
+        await application.aclose()

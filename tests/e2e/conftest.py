@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from crm_hub_hubspot.fake import FakeHubSpot
 from crm_hub.application import Application
 from crm_hub.config import Settings
 from crm_hub.core.retry import RetryPolicy
+from crm_hub.default_plugins.slack import SlackNotifier
 from crm_hub.hookspecs import hookimpl
+from crm_hub.notifications import Notifier
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
 from crm_hub.rpc.server import create_server
@@ -34,12 +37,30 @@ from tests.support.app import JWT_SECRET, VAULT_KEY, Metadata, bearer
 
 
 class _Register:
-    def __init__(self, provider: CrmProvider) -> None:
+    def __init__(self, provider: CrmProvider, notifier: Notifier) -> None:
         self.provider = provider
+        self.notifier = notifier
 
     @hookimpl
     def register_providers(self, register: Callable[[CrmProvider], None]) -> None:
         register(self.provider)
+
+    @hookimpl
+    def register_notifiers(self, register: Callable[[Notifier], None]) -> None:
+        register(self.notifier)
+
+
+SLACK_WEBHOOK = "https://hooks.slack.invalid/services/T0/B0/HOOKSECRET"
+
+
+def slack_recorder(received: list[str]) -> SlackNotifier:
+    """The built-in Slack notifier, posting to a webhook that records each message's text."""
+
+    async def webhook(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(request.content)["text"])
+        return httpx.Response(200, text="ok")
+
+    return SlackNotifier(SLACK_WEBHOOK, transport=httpx.MockTransport(webhook))
 
 
 @dataclass
@@ -53,6 +74,8 @@ class World:
     team: str = field(default_factory=lambda: f"team-{uuid.uuid4().hex[:10]}")
     #: Seconds the retry policy would have slept (tests don't wait).
     waits: list[float] = field(default_factory=list)
+    #: Texts posted to Slack.
+    slack: list[str] = field(default_factory=list)
 
     def auth(self, role: str = "admin", team: str | None = None) -> Metadata:
         return bearer(team or self.team, role)
@@ -100,19 +123,21 @@ class World:
 async def hubspot(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     fake = FakeHubSpot()
     waits: list[float] = []
+    slack: list[str] = []
 
     async def no_wait(seconds: float) -> None:
         waits.append(seconds)
 
     host = PluginHost(load_entry_points=False, load_default_plugins=False)
-    host.register(_Register(fake.provider(timeout=5.0)), name="crm-hub-hubspot", distribution="crm-hub-hubspot")
+    plugin = _Register(fake.provider(timeout=5.0), slack_recorder(slack))
+    host.register(plugin, name="crm-hub-hubspot", distribution="crm-hub-hubspot")
     settings = Settings(database_url=database_url, data_dir=tmp_path, jwt_secret=JWT_SECRET, secret_vault_key=VAULT_KEY)
     application = Application.from_settings(settings, plugins=host, retry=RetryPolicy(sleep=no_wait))
     server, port, _ = await create_server(application, "127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield World(application=application, channel=channel, fake=fake, kind="hubspot", waits=waits)
+            yield World(application=application, channel=channel, fake=fake, kind="hubspot", waits=waits, slack=slack)
     finally:
         await server.stop(None)
         await application.aclose()

@@ -315,3 +315,23 @@ async def test_no_plaintext_token_anywhere_in_the_database(hubspot: World) -> No
     assert hubspot.team in everything
     for secret in secrets:
         assert secret not in everything
+
+
+async def test_a_failed_sync_is_posted_to_slack_without_secrets(hubspot: World) -> None:
+    await connected_with_mapping(hubspot)
+    lead_id = await hubspot.lead(email="jo@example.com", name="Jo", employees="lots")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await hubspot.sync.SyncLead(hubspot.sync_request(lead_id), metadata=hubspot.auth("member"))
+    await hubspot.application.notifications.drain()
+    [message] = hubspot.slack
+    assert "Lead sync failed" in message
+    assert lead_id in message
+    assert "FIELD_VALUE_INVALID" in message
+    for secret in [*hubspot.fake.access_tokens, *hubspot.fake.refresh_tokens, "HOOKSECRET"]:
+        assert secret not in message
+
+
+async def test_status_lists_slack_next_to_the_crms_when_its_webhook_is_set(hubspot: World) -> None:
+    await connected_with_mapping(hubspot)
+    status = await hubspot.status.GetStatus(status_pb2.GetStatusRequest(), metadata=hubspot.auth("member"))
+    assert status.integrations["slack"].connected is True

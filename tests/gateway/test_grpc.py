@@ -11,7 +11,9 @@ from tests.support.app import bearer
 from tests.support.grpc_errors import details_of
 
 
-async def test_status_service_answers_native_grpc_through_envoy(gateway_channel: grpc.aio.Channel, team_id: str) -> None:
+async def test_status_service_answers_native_grpc_through_envoy(
+    gateway_channel: grpc.aio.Channel, team_id: str
+) -> None:
     response = await status_pb2_grpc.StatusServiceStub(gateway_channel).GetStatus(
         status_pb2.GetStatusRequest(), metadata=bearer(team_id, "member")
     )

@@ -81,7 +81,9 @@ async def test_connected_crm_lists_fields_and_keeps_the_mapping(http: httpx.Asyn
     assert email["required"] is True
     assert email["type"] == "email"
 
-    saved = await http.post("/integrations/memorycrm/mapping", json={"mapping": {"email": "email"}}, headers=headers(team_id))
+    saved = await http.post(
+        "/integrations/memorycrm/mapping", json={"mapping": {"email": "email"}}, headers=headers(team_id)
+    )
     assert saved.status_code == 200, saved.text
     assert saved.json()["mapping"] == {"email": "email"}
     read = await http.get("/integrations/memorycrm/mapping", headers=headers(team_id, "member"))
@@ -95,7 +97,9 @@ async def test_dry_run_query_parameter_reaches_the_rpc(
     http: httpx.AsyncClient, team_id: str, shared_crm: MemoryCrm
 ) -> None:
     await _connect_memorycrm(http, team_id)
-    mapped = await http.post("/integrations/memorycrm/mapping", json={"mapping": {"email": "email"}}, headers=headers(team_id))
+    mapped = await http.post(
+        "/integrations/memorycrm/mapping", json={"mapping": {"email": "email"}}, headers=headers(team_id)
+    )
     assert mapped.status_code == 200, mapped.text
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     lead = await http.post("/leads", json={"fields": {"email": email}}, headers=headers(team_id, "member"))
@@ -106,7 +110,9 @@ async def test_dry_run_query_parameter_reaches_the_rpc(
         return [cid for cid, properties in shared_crm.contacts.items() if properties.get("email") == email]
 
     for flag in ("true", "1"):
-        preview = await http.post(f"/crm/sync/lead/{lead_id}?dryRun={flag}", json=body, headers=headers(team_id, "member"))
+        preview = await http.post(
+            f"/crm/sync/lead/{lead_id}?dryRun={flag}", json=body, headers=headers(team_id, "member")
+        )
         assert preview.status_code == 200, preview.text
         result = preview.json()
         assert set(result) >= {"success", "contactId", "action", "message", "payload"}
@@ -135,7 +141,14 @@ async def test_dry_run_query_parameter_reaches_the_rpc(
     ("role", "method", "path", "body", "status", "reason"),
     [
         (None, "GET", "/integrations/status", None, 401, "TOKEN_MISSING"),
-        ("member", "POST", "/integrations/memorycrm/mapping", {"mapping": {"email": "email"}}, 403, "PERMISSION_DENIED"),
+        (
+            "member",
+            "POST",
+            "/integrations/memorycrm/mapping",
+            {"mapping": {"email": "email"}},
+            403,
+            "PERMISSION_DENIED",
+        ),
         ("admin", "GET", "/integrations/nocrm/start", None, 404, "PROVIDER_NOT_FOUND"),
         ("admin", "GET", "/integrations/status/start", None, 404, "PROVIDER_NOT_FOUND"),
         ("member", "GET", "/leads/0123456789abcdef", None, 404, None),

@@ -26,7 +26,7 @@ from crm_hub.rpc.server import create_server
 from crm_hub.storage import normalize_database_url, upgrade
 from crm_hub.v1 import leads_pb2, leads_pb2_grpc, status_pb2, status_pb2_grpc
 
-JWT_SECRET = "bench-jwt-secret-that-is-long-enough"
+JWT_SECRET = "bench-jwt-secret-that-is-long-enough"  # noqa: S105 - a throwaway benchmark secret
 
 
 async def measure(
@@ -55,7 +55,10 @@ async def main(requests: int, concurrency: int, database_url: str | None) -> Non
         url = database_url or normalize_database_url(None, data_dir=Path(tmp))
         await upgrade(url)
         settings = Settings(
-            database_url=url, data_dir=Path(tmp), jwt_secret=JWT_SECRET, secret_vault_key="bench-vault-key-long-enough"
+            database_url=url,
+            data_dir=Path(tmp),
+            jwt_secret=JWT_SECRET,
+            secret_vault_key="bench-vault-key-long-enough",  # noqa: S106
         )
         application = Application.from_settings(settings, plugins=PluginHost(load_entry_points=False))
         server, port, _ = await create_server(application, "127.0.0.1:0")

@@ -1,0 +1,85 @@
+"""The Salesforce connected app's configuration: OAuth client credentials, the login host, the API version."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from crm_hub.errors import ConfigurationError
+
+__all__ = ["DEFAULT_API_VERSION", "DEFAULT_LOGIN_URL", "SalesforceSettings", "is_loopback_host"]
+
+#: Production orgs log in here; sandboxes use https://test.salesforce.com, some orgs their My Domain.
+DEFAULT_LOGIN_URL = "https://login.salesforce.com"
+DEFAULT_API_VERSION = "v58.0"
+
+_REQUIRED = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REDIRECT_URL")
+_API_VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Plain http is accepted only for these hosts (a fake Salesforce on this machine)."""
+    return (host or "").lower() in _LOOPBACK_HOSTS
+
+
+@dataclass(frozen=True)
+class SalesforceSettings:
+    """The connected app crm_hub connects teams through. ``repr`` never shows the client secret."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_url: str
+    #: Where the OAuth endpoints live (``/services/oauth2/*``); never hard-coded anywhere else.
+    login_url: str = DEFAULT_LOGIN_URL
+    #: The REST API version, ``vNN.N``; every API call goes to ``{instance_url}/services/data/{api_version}``.
+    api_version: str = DEFAULT_API_VERSION
+
+    def __post_init__(self) -> None:
+        version = _API_VERSION.match(self.api_version.strip())
+        if version is None:
+            raise ConfigurationError(
+                f"SALESFORCE_API_VERSION must look like v58.0, not {self.api_version[:20]!r}.",
+                reason="PROVIDER_NOT_CONFIGURED",
+                metadata={"provider": "salesforce", "setting": "SALESFORCE_API_VERSION"},
+            )
+        object.__setattr__(self, "api_version", f"v{version.group(1)}")
+        login = self.login_url.strip().rstrip("/")
+        parts = urlsplit(login)
+        secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
+        if not parts.hostname or not secure or parts.query or parts.fragment:
+            raise ConfigurationError(
+                "SALESFORCE_LOGIN_URL must be an https URL such as https://login.salesforce.com, "
+                "https://test.salesforce.com or the org's My Domain (plain http only for localhost).",
+                reason="PROVIDER_NOT_CONFIGURED",
+                metadata={"provider": "salesforce", "setting": "SALESFORCE_LOGIN_URL"},
+            )
+        object.__setattr__(self, "login_url", login)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SalesforceSettings:
+        """Read ``SALESFORCE_*`` variables; ConfigurationError naming every missing one.
+
+        The client id, secret and redirect URL are required; ``SALESFORCE_LOGIN_URL`` (default
+        https://login.salesforce.com) and ``SALESFORCE_API_VERSION`` (default v58.0) are optional.
+        """
+        env = os.environ if environ is None else environ
+        missing = [name for name in _REQUIRED if not env.get(name, "").strip()]
+        if missing:
+            raise ConfigurationError(
+                f"The Salesforce plugin (crm-hub-salesforce) is installed but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set. Set them, or leave the plugin out with "
+                "CRM_HUB_PLUGINS.",
+                reason="PROVIDER_NOT_CONFIGURED",
+                metadata={"provider": "salesforce", "missing": ",".join(missing)},
+            )
+        return cls(
+            client_id=env["SALESFORCE_CLIENT_ID"].strip(),
+            client_secret=env["SALESFORCE_CLIENT_SECRET"].strip(),
+            redirect_url=env["SALESFORCE_REDIRECT_URL"].strip(),
+            login_url=(env.get("SALESFORCE_LOGIN_URL") or DEFAULT_LOGIN_URL).strip(),
+            api_version=(env.get("SALESFORCE_API_VERSION") or DEFAULT_API_VERSION).strip(),
+        )

@@ -111,9 +111,14 @@ class ConfigurationError(CrmHubError):
 
 
 class ProviderError(CrmHubError):
-    """Raised by provider adapters. ``provider`` names the CRM; ``status`` is its HTTP status, if any."""
+    """Raised by provider adapters. ``provider`` names the CRM; ``status`` is its HTTP status, if any.
+
+    ``retryable`` says whether the core may try the call again (only RateLimited and Unavailable are, by
+    default); a provider sets it False for, e.g., a daily quota that waiting seconds will not restore.
+    """
 
     default_reason = "PROVIDER_ERROR"
+    retryable: bool = False
 
     def __init__(
         self,
@@ -140,6 +145,7 @@ class RefreshRejected(ProviderError):
 
 class RateLimited(ProviderError):
     default_reason = "RATE_LIMITED"
+    retryable = True
 
     def __init__(
         self,
@@ -162,6 +168,7 @@ class Rejected(ProviderError):
 
 class Unavailable(ProviderError):
     default_reason = "PROVIDER_UNAVAILABLE"
+    retryable = True
 
     def __init__(
         self,

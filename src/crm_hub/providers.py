@@ -114,6 +114,9 @@ class ProviderCapabilities:
     pkce: bool = False
     #: A refresh may return a new refresh token that replaces (and invalidates) the old one.
     rotates_refresh_tokens: bool = False
+    #: The CRM refuses a second contact with the same email (HubSpot), so a ``create_new`` onto an existing
+    #: email is previewed as a conflict; otherwise (Salesforce without duplicate rules) as a new contact.
+    unique_email: bool = False
 
 
 @dataclass(frozen=True)

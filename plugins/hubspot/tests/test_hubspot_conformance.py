@@ -15,8 +15,6 @@ _FAILURES: dict[FailureKind, int] = {"auth_expired": 401, "rate_limited": 429, "
 
 
 class HubSpotHarness(ConformanceHarness):
-    enforces_unique_email = True
-
     def __init__(self) -> None:
         self.fake = FakeHubSpot()
         self._provider = self.fake.provider(timeout=5.0)

@@ -15,7 +15,7 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_exponential_jitter
 
-from crm_hub.errors import RateLimited, Unavailable
+from crm_hub.errors import ProviderError
 
 __all__ = ["RetryPolicy"]
 
@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, RateLimited | Unavailable) and getattr(error, "retryable", True)
+    return isinstance(error, ProviderError) and error.retryable
 
 
 @dataclass(frozen=True)

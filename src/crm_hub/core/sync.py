@@ -130,7 +130,9 @@ class ContactWriter:
             return _Plan("skipped", chosen, others)
         if policy == "update":
             return _Plan("updated", chosen, others)
-        return _Plan("conflict", chosen, others)  # create_new on a dry run: the CRM would refuse a duplicate
+        if crm.capabilities.unique_email:
+            return _Plan("conflict", chosen, others)  # create_new on a dry run: the CRM would refuse a duplicate
+        return _Plan("created", None, matches)  # the CRM takes duplicates: a new contact beside the matches
 
     async def _write(
         self, crm: CrmProvider, tokens: TokenSet, payload: dict[str, Any], email: str | None, plan: _Plan

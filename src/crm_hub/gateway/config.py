@@ -13,6 +13,7 @@ Variables (all optional):
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -102,6 +103,11 @@ class GatewaySettings:
             raise ConfigurationError("Set both CRM_HUB_TLS_CERT and CRM_HUB_TLS_KEY, or neither.")
         if not self.upstreams:
             raise ConfigurationError("The gateway needs at least one gRPC upstream (CRM_HUB_GRPC_UPSTREAMS).")
+        if not self.http_address.is_ip and self.http_address.host != "localhost":
+            raise ConfigurationError(
+                f"CRM_HUB_HTTP_ADDRESS must be an IP address and port (Envoy listens on addresses, not names), "
+                f"not {self.http_address}"
+            )
         if not 0 <= self.admin_port <= 65535:
             raise ConfigurationError(f"CRM_HUB_ENVOY_ADMIN_PORT must be a port number, not {self.admin_port}")
 
@@ -123,7 +129,9 @@ class GatewaySettings:
         upstreams_text = value("CRM_HUB_GRPC_UPSTREAMS")
         if upstreams_text is not None:
             upstreams = tuple(
-                parse_address(item, setting="CRM_HUB_GRPC_UPSTREAMS") for item in upstreams_text.split(",") if item.strip()
+                parse_address(item, setting="CRM_HUB_GRPC_UPSTREAMS")
+                for item in upstreams_text.split(",")
+                if item.strip()
             )
         else:
             upstreams = (
@@ -148,14 +156,7 @@ class GatewaySettings:
         parsed = tuple(
             item if isinstance(item, HostPort) else parse_address(item, setting="upstream") for item in upstreams
         )
-        return GatewaySettings(
-            http_address=self.http_address,
-            upstreams=parsed,
-            tls_cert=self.tls_cert,
-            tls_key=self.tls_key,
-            admin_port=self.admin_port,
-            health_check_interval=self.health_check_interval,
-        )
+        return dataclasses.replace(self, upstreams=parsed)
 
 
 def template_path() -> Path:
@@ -235,7 +236,7 @@ def render_config(
     template = string.Template(template_path().read_text())
     return template.substitute(
         admin_port=settings.admin_port,
-        http_host=_json(settings.http_address.host),
+        http_host=_json("127.0.0.1" if settings.http_address.host == "localhost" else settings.http_address.host),
         http_port=settings.http_address.port,
         downstream_transport_socket=_json(_transport_socket(settings)),
         lua_path=_json(str(script)),

@@ -289,7 +289,7 @@ local function is_grpc(content_type)
 end
 
 local function url_decode(s)
-  s = s:gsub("+", " ")
+  s = s:gsub("%+", " ")
   return (s:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
 end
 
@@ -322,10 +322,11 @@ function envoy_on_response(response_handle)
   if status == nil or status < 400 or is_grpc(headers:get("content-type")) then return end
   local reason_header = headers:get(REASON_HEADER)
   headers:remove(REASON_HEADER)
-  local body = response_handle:body()
+  local body = response_handle:body()  -- buffers the whole (small) error body
   if body == nil then return end
   local rewritten = rewrite(status, body:getBytes(0, body:length()), reason_header)
   body:setBytes(rewritten)
+  headers = response_handle:headers()
   headers:replace("content-type", "application/json")
   headers:replace("content-length", tostring(#rewritten))
 end

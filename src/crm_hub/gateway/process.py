@@ -87,12 +87,15 @@ def _unwrap_launcher(candidate: Path) -> Path:
     return binary if binary.is_file() and os.access(binary, os.X_OK) else candidate
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: SIGTERM Envoy if the process that started it dies without stopping it."""
-    import ctypes
+def _die_with_parent() -> list[str]:
+    """A command prefix that SIGTERMs Envoy if the process that started it dies without stopping it.
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    util-linux's setpriv sets PR_SET_PDEATHSIG and execs Envoy (the setting survives exec), so a crashed
+    `crm-hub up` leaves no Envoy holding its port. Setting it from a preexec_fn instead would force a fork()
+    of this process, whose gRPC threads then log a warning on every start.
+    """
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 def _read_admin_address(path: Path) -> str | None:
@@ -219,7 +222,11 @@ class EnvoyGateway:
         if self._process is not None:
             raise RuntimeError("the gateway was already started")
         envoy = self._envoy or find_envoy()
-        config = self.write_config()
+        try:
+            config = self.write_config()
+        except BaseException:
+            await self.stop()  # removes a run directory it made
+            raise
         admin_address_file = self.run_dir / "admin.address"
         admin_address_file.unlink(missing_ok=True)
         output: IO[bytes] | None = None
@@ -227,6 +234,7 @@ class EnvoyGateway:
             self._log = output = self.log_path.open("ab")
         started = time.perf_counter()
         self._process = await asyncio.create_subprocess_exec(
+            *_die_with_parent(),
             envoy,
             "--config-path",
             str(config),
@@ -242,7 +250,6 @@ class EnvoyGateway:
             stderr=output,
             # Its own session: a Ctrl-C meant for `crm-hub up` reaches Envoy through stop(), in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self._admin = httpx.AsyncClient(timeout=2.0, trust_env=False)
         try:
@@ -297,7 +304,7 @@ class EnvoyGateway:
         if self._admin is None or self._admin_address is None or self.returncode is not None:
             return
         with contextlib.suppress(httpx.HTTPError):
-            await self._admin.post(f"{self.admin_url}/drain_listeners", params={"inboundonly": ""})
+            await self._admin.post(f"{self.admin_url}/drain_listeners")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait_seconds
             while loop.time() < deadline:
@@ -317,7 +324,8 @@ class EnvoyGateway:
         process = self._process
         try:
             if process is not None and process.returncode is None:
-                process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):  # it may have exited just now
+                    process.send_signal(signal.SIGTERM)
                 try:
                     await asyncio.wait_for(process.wait(), kill_after)
                 except TimeoutError:
@@ -435,6 +443,11 @@ async def run_up(
 
     app = application if application is not None else Application.from_settings(settings)
     try:
+        # As `crm-hub serve`: load plugins before binding the port, so a broken plugin fails the start.
+        registry = app.plugins.providers()
+        for provider in registry:
+            if problem := provider.configuration_problem():
+                logger.warning("provider not configured", extra={"provider": provider.name, "problem": problem})
         server, port, health = await create_server(app)
         await server.start()
         try:
@@ -447,6 +460,7 @@ async def run_up(
                     extra={
                         "url": gateway.url,
                         "grpc_address": str(upstream),
+                        "providers": registry.names(),
                         "envoy_startup_ms": round((gateway.startup_seconds or 0) * 1000, 1),
                     },
                 )

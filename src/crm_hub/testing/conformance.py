@@ -8,7 +8,7 @@ import secrets
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -43,9 +43,6 @@ async def follow_consent(auth_url: str, *, transport: httpx.AsyncBaseTransport |
 class ConformanceHarness(ABC):
     """What a provider package supplies: its provider wired to its fake, and a few handles on the fake."""
 
-    #: The CRM refuses a second contact with the same email (HubSpot does; Salesforce only with duplicate rules).
-    enforces_unique_email: ClassVar[bool] = True
-
     @property
     @abstractmethod
     def provider(self) -> CrmProvider:
@@ -70,6 +67,12 @@ class ConformanceHarness(ABC):
     @abstractmethod
     def invalid_contact(self, email: str) -> tuple[dict[str, Any], str]:
         """Properties the CRM refuses as invalid, and the name of the field at fault."""
+
+    @property
+    def enforces_unique_email(self) -> bool:
+        """The fake refuses a second contact with the same email. Defaults to the provider's ``unique_email``
+        capability; override for a CRM that does it only when configured to (Salesforce duplicate rules)."""
+        return self.provider.capabilities.unique_email
 
     async def aclose(self) -> None:
         await self.provider.aclose()
@@ -210,7 +213,7 @@ class ProviderConformance:
     ) -> None:
         harness, tokens = connected
         if not harness.enforces_unique_email:
-            pytest.skip("this CRM accepts duplicate emails unless configured otherwise")  # declared by the harness
+            pytest.skip("the harness's fake accepts duplicate emails (enforces_unique_email is False)")
         email = _email()
         contact = ContactInput(harness.valid_contact(email), email=email)
         [first] = await harness.provider.create_contacts(tokens, [contact])
@@ -246,5 +249,11 @@ class ProviderConformance:
                 assert outcome.dry_run
                 assert outcome.action.startswith("would_")
                 assert outcome.payload == payload
-                assert outcome.contact_id == (existing.contact_id if lead_email == email else None)
+                if lead_email != email:
+                    assert (outcome.action, outcome.contact_id) == ("would_create", None)
+                elif policy == "create_new" and not harness.provider.capabilities.unique_email:
+                    assert (outcome.action, outcome.contact_id) == ("would_create", None)
+                    assert outcome.other_contact_ids == [existing.contact_id], "the match is reported"
+                else:
+                    assert outcome.contact_id == existing.contact_id
         assert harness.write_calls() == before, "a dry run never writes"

@@ -85,6 +85,7 @@ class HubSpotProvider(CrmProvider):
         # (crm-apis.md). Sending both is harmless where ignored.
         pkce=True,
         rotates_refresh_tokens=False,
+        unique_email=True,  # a second contact with the same email is a 409
     )
 
     def __init__(

@@ -97,8 +97,7 @@ class DailyApiLimitReached(RateLimited):
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message, retry_after=None, provider=provider, status=status, metadata=metadata)
-        #: Read by the core's retry policy (``getattr(error, "retryable", True)``).
-        self.retryable = False
+        self.retryable = False  # read by the core's retry policy
 
 
 def classify(

@@ -1,0 +1,109 @@
+"""The house rules of ARCHITECTURE.md, checked: layers call only downward, and the core knows no provider."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parent.parent / "src" / "crm_hub"
+PROVIDER_MODULES = ("crm_hub_hubspot", "crm_hub_salesforce")
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules_under(folder: str) -> list[Path]:
+    return sorted(path for path in (SOURCE / folder).rglob("*.py"))
+
+
+def test_importing_every_core_module_loads_no_provider_plugin() -> None:
+    script = (
+        "import importlib, json, pkgutil, sys\n"
+        "import crm_hub\n"
+        "for module in pkgutil.walk_packages(crm_hub.__path__, 'crm_hub.'):\n"
+        "    if not module.name.endswith('__main__'):\n"
+        "        importlib.import_module(module.name)\n"
+        "from crm_hub.plugins import PluginHost\n"
+        "PluginHost(load_entry_points=False).providers()\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)  # noqa: S603
+    loaded = json.loads(result.stdout)
+    assert "crm_hub.core.sync" in loaded
+    assert [name for name in loaded if name.startswith(PROVIDER_MODULES)] == []
+
+
+def test_no_module_of_crm_hub_imports_a_provider_plugin() -> None:
+    offenders = {
+        str(path.relative_to(SOURCE)): sorted(name for name in imports_of(path) if name.startswith(PROVIDER_MODULES))
+        for path in SOURCE.rglob("*.py")
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def _code_words(path: Path) -> str:
+    """Names and string literals of a module, without comments and docstrings."""
+    words = []
+    previous = tokenize.INDENT
+    for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        is_docstring = token.type == tokenize.STRING and previous in (tokenize.INDENT, tokenize.NEWLINE, tokenize.NL)
+        if token.type == tokenize.NAME or (token.type == tokenize.STRING and not is_docstring):
+            words.append(token.string.lower())
+        if token.type not in (tokenize.COMMENT, tokenize.NL):
+            previous = token.type
+    return " ".join(words)
+
+
+@pytest.mark.parametrize("folder", ["core", "rpc", "storage"])
+def test_no_provider_specific_name_or_rule_is_in_the_core(folder: str) -> None:
+    offenders = []
+    for path in modules_under(folder):
+        words = _code_words(path)
+        offenders += [f"{path.name}: {crm}" for crm in ("hubspot", "salesforce") if crm in words]
+    # An example in a user-facing hint is the one exception worth keeping.
+    assert offenders in ([], ["sync.py: hubspot"])
+    if offenders:
+        assert '"name the crm to sync to, e.g. hubspot"' in _code_words(SOURCE / "core" / "sync.py")
+
+
+def test_the_core_knows_no_grpc_or_protobuf() -> None:
+    offenders = {
+        path.name: sorted(
+            n for n in imports_of(path) if n.split(".")[0] in {"grpc", "google"} or n.startswith("crm_hub.v1")
+        )
+        for path in modules_under("core")
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_rpc_layer_has_no_sql_and_no_http() -> None:
+    offenders = {
+        path.name: sorted(
+            n
+            for n in imports_of(path)
+            if n.split(".")[0] in {"sqlalchemy", "httpx", "psycopg", "aiosqlite"}
+            or n.startswith("crm_hub.storage.repositories")
+        )
+        for path in modules_under("rpc")
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_provider_contract_depends_on_nothing_but_errors() -> None:
+    internal = {n for n in imports_of(SOURCE / "providers.py") if n.startswith("crm_hub")}
+    assert internal == {"crm_hub.errors"}

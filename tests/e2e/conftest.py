@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 from crm_hub_hubspot.fake import FakeHubSpot
+from crm_hub_salesforce import SalesforceProvider, SalesforceSettings
+from crm_hub_salesforce.fake import FakeSalesforce
 
 from crm_hub.application import Application
 from crm_hub.config import Settings
@@ -50,6 +54,7 @@ class _Register:
         register(self.notifier)
 
 
+SALESFORCE_REDIRECT = "https://crm-hub.invalid/oauth/salesforce/callback"
 SLACK_WEBHOOK = "https://hooks.slack.invalid/services/T0/B0/HOOKSECRET"
 
 
@@ -69,7 +74,7 @@ class World:
 
     application: Application
     channel: grpc.aio.Channel
-    fake: FakeHubSpot
+    fake: Any  # FakeHubSpot or FakeSalesforce
     kind: str
     team: str = field(default_factory=lambda: f"team-{uuid.uuid4().hex[:10]}")
     #: Seconds the retry policy would have slept (tests don't wait).
@@ -119,9 +124,9 @@ class World:
         return sync_pb2.SyncLeadRequest(lead_id=lead_id, dry_run=dry_run, options=options)
 
 
-@pytest.fixture
-async def hubspot(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    fake = FakeHubSpot()
+@asynccontextmanager
+async def running(provider: CrmProvider, fake: Any, database_url: str, data_dir: Path) -> AsyncIterator[World]:
+    """crm_hub serving ``provider`` (wired to ``fake``) over gRPC, retrying without waiting."""
     waits: list[float] = []
     slack: list[str] = []
 
@@ -129,15 +134,40 @@ async def hubspot(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         waits.append(seconds)
 
     host = PluginHost(load_entry_points=False, load_default_plugins=False)
-    plugin = _Register(fake.provider(timeout=5.0), slack_recorder(slack))
-    host.register(plugin, name="crm-hub-hubspot", distribution="crm-hub-hubspot")
-    settings = Settings(database_url=database_url, data_dir=tmp_path, jwt_secret=JWT_SECRET, secret_vault_key=VAULT_KEY)
+    host.register(_Register(provider, slack_recorder(slack)), name=f"crm-hub-{provider.name}")
+    settings = Settings(database_url=database_url, data_dir=data_dir, jwt_secret=JWT_SECRET, secret_vault_key=VAULT_KEY)
     application = Application.from_settings(settings, plugins=host, retry=RetryPolicy(sleep=no_wait))
     server, port, _ = await create_server(application, "127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield World(application=application, channel=channel, fake=fake, kind="hubspot", waits=waits, slack=slack)
+            yield World(application, channel, fake, provider.name, waits=waits, slack=slack)
     finally:
         await server.stop(None)
         await application.aclose()
+
+
+@pytest.fixture
+async def hubspot(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    fake = FakeHubSpot()
+    async with running(fake.provider(timeout=5.0), fake, database_url, tmp_path) as world:
+        yield world
+
+
+def salesforce_world(database_url: str, data_dir: Path, **options: Any) -> AbstractAsyncContextManager[World]:
+    """A Salesforce org (``options`` go to FakeSalesforce: duplicate_rules, rotate_refresh_tokens, ...)."""
+    fake = FakeSalesforce(redirect_uri=SALESFORCE_REDIRECT, **options)
+    settings = SalesforceSettings(
+        client_id=fake.client_id,
+        client_secret=fake.client_secret,
+        redirect_url=SALESFORCE_REDIRECT,
+        login_url="https://login.salesforce.invalid",
+    )
+    provider = SalesforceProvider(settings=settings, transport=httpx.ASGITransport(fake.app), timeout=5.0)
+    return running(provider, fake, database_url, data_dir)
+
+
+@pytest.fixture
+async def salesforce(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    async with salesforce_world(database_url, tmp_path) as world:
+        yield world

@@ -23,6 +23,7 @@ from crm_hub.errors import (
     FieldViolation,
     InvalidArgument,
     ProviderError,
+    RateLimited,
 )
 from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.plugins import PluginHost
@@ -221,7 +222,7 @@ class SyncEngine:
                 caller, crm, lambda tokens: self._writer.apply(crm, tokens, payload, email, policy, dry_run)
             )
         except CrmHubError as error:
-            await self._record(caller, crm.name, lead.id, started, dry_run, failure=error)
+            await self._record(caller, crm.name, lead.id, started, dry_run, failure=error, shown=integration.error)
             if not dry_run:
                 self._notifications.publish(
                     Notification(
@@ -235,7 +236,7 @@ class SyncEngine:
                     )
                 )
             raise
-        await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome)
+        await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome, shown=integration.error)
         if not dry_run:
             self._notifications.publish(
                 Notification(
@@ -260,8 +261,12 @@ class SyncEngine:
         *,
         outcome: SyncOutcome | None = None,
         failure: CrmHubError | None = None,
+        shown: str | None = None,
     ) -> None:
+        """Append the timeline event; keep status's last sync, and its error about an exhausted CRM quota
+        (``shown`` is the error status shows now), up to date."""
         async with self._database.session() as session:
+            integrations = IntegrationRepository(session)
             await TimelineRepository(session).append(
                 caller.team_id,
                 provider=provider,
@@ -276,7 +281,12 @@ class SyncEngine:
                 duration_ms=round((time.perf_counter() - started) * 1000),
             )
             if outcome and not dry_run:
-                await IntegrationRepository(session).mark_synced(caller.team_id, provider, utcnow())
+                await integrations.mark_synced(caller.team_id, provider, utcnow())
+                if shown:
+                    await integrations.upsert_status(caller.team_id, provider, IntegrationStatus.CONNECTED)
+            if isinstance(failure, RateLimited) and not failure.retryable:
+                # A quota that waiting seconds won't restore (a daily API limit): status must say so.
+                await integrations.upsert_status(caller.team_id, provider, IntegrationStatus.CONNECTED, failure.message)
 
 
 def _domain_error(crm: CrmProvider, error: ProviderError) -> CrmHubError:

@@ -25,10 +25,10 @@ build/third_party/.copied: $(VENV)/.installed
 	$(BIN)/python scripts/protos.py third-party
 	@touch $@
 
-## run: migrate the embedded SQLite database and serve gRPC on CRM_HUB_GRPC_ADDRESS
+## run: migrate the embedded SQLite database, serve gRPC and the REST gateway (Envoy) on CRM_HUB_HTTP_ADDRESS
 run: install
 	$(BIN)/crm-hub migrate
-	exec $(BIN)/crm-hub serve
+	exec $(BIN)/crm-hub up
 
 ## test: lint, type-check, buf lint, generated-code drift check, then the whole pytest suite
 test: install lint typecheck buf-lint check-generated pytest
@@ -47,10 +47,12 @@ buf-lint: $(BUF) build/third_party/.copied
 
 check-generated:
 	$(BIN)/python scripts/protos.py check
+	$(BIN)/python -m crm_hub.gateway check
 
 ## generate: regenerate src/crm_hub/v1 from proto/ (commit the result)
 generate: $(VENV)/.installed
 	$(BIN)/python scripts/protos.py generate
+	$(BIN)/python -m crm_hub.gateway generate
 
 pytest:
 	$(BIN)/pytest

@@ -79,6 +79,15 @@ class Application:
             status=StatusReporter(database, plugins),
         )
 
+    def load_providers(self) -> list[str]:
+        """Load the plugins now (a broken plugin fails here, before any port is bound); warn about each
+        provider that is installed but not configured. Returns the provider names."""
+        registry = self.plugins.providers()
+        for provider in registry:
+            if problem := provider.configuration_problem():
+                logger.warning("provider not configured", extra={"provider": provider.name, "problem": problem})
+        return registry.names()
+
     async def aclose(self) -> None:
         await self.notifications.drain()
         for provider in self.plugins.providers():

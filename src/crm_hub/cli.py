@@ -30,6 +30,23 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _up(settings: Settings, _: argparse.Namespace) -> int:
+    from crm_hub.gateway import GatewayError, GatewaySettings, run_up
+
+    gateway = GatewaySettings.from_env()
+    try:
+        return asyncio.run(run_up(settings, gateway))
+    except GatewayError as error:
+        print(f"crm-hub: the gateway did not start: {error}", file=sys.stderr)
+        return 1
+
+
+def _gateway(settings: Settings, _: argparse.Namespace) -> int:
+    from crm_hub.gateway import GatewaySettings, run_gateway
+
+    return asyncio.run(run_gateway(GatewaySettings.from_env()))
+
+
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     url = normalize_database_url(settings.database_url, data_dir=settings.data_dir)
     asyncio.run(upgrade(url))
@@ -115,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-hub", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve gRPC on CRM_HUB_GRPC_ADDRESS").set_defaults(run=_serve)
+    commands.add_parser("up", help="serve gRPC and the REST gateway (Envoy) on CRM_HUB_HTTP_ADDRESS").set_defaults(
+        run=_up
+    )
+    commands.add_parser("gateway", help="run only Envoy, in front of CRM_HUB_GRPC_UPSTREAMS").set_defaults(run=_gateway)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_migrate)
     token = commands.add_parser("token", help="mint a short-lived development token from JWT_SECRET")
     token.add_argument("--team", required=True, help="team_id claim")

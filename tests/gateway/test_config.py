@@ -67,11 +67,20 @@ def test_upstream_defaults_to_the_grpc_address() -> None:
         ({"CRM_HUB_TLS_CERT": "/etc/cert.pem"}, "CRM_HUB_TLS_KEY"),
         ({"CRM_HUB_HTTP_ADDRESS": "8080"}, "CRM_HUB_HTTP_ADDRESS"),
         ({"CRM_HUB_HTTP_ADDRESS": "localhost:99999"}, "CRM_HUB_HTTP_ADDRESS"),
+        ({"CRM_HUB_HTTP_ADDRESS": "gateway.internal:8080"}, "CRM_HUB_HTTP_ADDRESS"),
         ({"CRM_HUB_GRPC_UPSTREAMS": "a:1,b"}, "CRM_HUB_GRPC_UPSTREAMS"),
         ({"CRM_HUB_GRPC_UPSTREAMS": " , "}, "CRM_HUB_GRPC_UPSTREAMS"),
         ({"CRM_HUB_ENVOY_ADMIN_PORT": "admin"}, "CRM_HUB_ENVOY_ADMIN_PORT"),
     ],
-    ids=["cert-without-key", "no-host", "port-out-of-range", "bad-upstream", "empty-upstreams", "bad-admin-port"],
+    ids=[
+        "cert-without-key",
+        "no-host",
+        "port-out-of-range",
+        "listen-on-a-name",
+        "bad-upstream",
+        "empty-upstreams",
+        "bad-admin-port",
+    ],
 )
 def test_bad_settings_are_configuration_errors_naming_the_variable(environ: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigurationError, match=names):
@@ -103,6 +112,13 @@ def test_rendered_tls_config_passes_envoy_validation(envoy_binary: Path, tmp_pat
 def test_upstream_host_names_are_resolved_by_dns(envoy_binary: Path, tmp_path: Path) -> None:
     config = render_config(GatewaySettings(upstreams=(HostPort("localhost", 50051),)))
     assert "type: STRICT_DNS" in config
+    result = _validate(envoy_binary, config, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_localhost_listener_binds_loopback(envoy_binary: Path, tmp_path: Path) -> None:
+    config = render_config(GatewaySettings.from_env({"CRM_HUB_HTTP_ADDRESS": "localhost:8080"}))
+    assert 'socket_address: {address: "127.0.0.1", port_value: 8080}' in config
     result = _validate(envoy_binary, config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 

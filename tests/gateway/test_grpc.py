@@ -41,3 +41,4 @@ async def test_unknown_grpc_service_is_unimplemented(gateway_channel: grpc.aio.C
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(b"")
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "No such resource." in (caught.value.details() or "")

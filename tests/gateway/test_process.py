@@ -121,3 +121,35 @@ async def test_up_exits_with_an_error_when_envoy_dies(envoy_binary: Path, databa
 
     async with asyncio.timeout(20):
         assert await run_up(settings, gateway_settings(1), application=application, on_ready=kill_envoy) == 1
+
+
+async def test_unreachable_replicas_are_a_json_503(envoy_binary: Path, team_id: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    async with (
+        EnvoyGateway(gateway_settings(dead_port), envoy=envoy_binary) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, trust_env=False) as http,
+    ):
+        response = await http.get("/integrations/status", headers=headers(team_id))
+        async with grpc.aio.insecure_channel(gateway.grpc_target) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+                    status_pb2.GetStatusRequest(), metadata=bearer(team_id)
+                )
+    assert response.status_code == 503
+    error = response.json()
+    assert (error["success"], error["code"], error["reason"]) == (False, 14, "UNAVAILABLE")
+    assert error["message"]
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_drain_stops_taking_connections(envoy_binary: Path, grpc_port: int) -> None:
+    async with EnvoyGateway(gateway_settings(grpc_port), envoy=envoy_binary) as gateway:
+        assert not _refuses_connections(gateway.http_port)
+        await gateway.drain()
+        async with asyncio.timeout(5):
+            while True:
+                if _refuses_connections(gateway.http_port):
+                    break
+                await asyncio.sleep(0.02)

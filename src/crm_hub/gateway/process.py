@@ -443,11 +443,7 @@ async def run_up(
 
     app = application if application is not None else Application.from_settings(settings)
     try:
-        # As `crm-hub serve`: load plugins before binding the port, so a broken plugin fails the start.
-        registry = app.plugins.providers()
-        for provider in registry:
-            if problem := provider.configuration_problem():
-                logger.warning("provider not configured", extra={"provider": provider.name, "problem": problem})
+        providers = app.load_providers()  # before binding: a broken plugin fails the start
         server, port, health = await create_server(app)
         await server.start()
         try:
@@ -460,7 +456,7 @@ async def run_up(
                     extra={
                         "url": gateway.url,
                         "grpc_address": str(upstream),
-                        "providers": registry.names(),
+                        "providers": providers,
                         "envoy_startup_ms": round((gateway.startup_seconds or 0) * 1000, 1),
                     },
                 )

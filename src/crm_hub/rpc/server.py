@@ -76,12 +76,7 @@ async def create_server(
 
 async def serve(application: Application) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls for up to SHUTDOWN_GRACE_SECONDS."""
-    # Load plugins before binding the port: a broken plugin must fail the start, not the first call.
-    registry = application.plugins.providers()
-    providers = registry.names()
-    for provider in registry:
-        if problem := provider.configuration_problem():
-            logger.warning("provider not configured", extra={"provider": provider.name, "problem": problem})
+    providers = application.load_providers()  # before binding: a broken plugin fails the start
     server, port, health_servicer = await create_server(application)
     await server.start()
     host = application.settings.grpc_address.rpartition(":")[0]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from crm_hub.application import Application, jwt_secret_for
 from crm_hub.auth import Role, mint_token
@@ -16,6 +19,9 @@ from crm_hub.log import configure_logging
 from crm_hub.plugins import PluginHost
 from crm_hub.storage import CredentialRepository, Database, normalize_database_url, upgrade
 from crm_hub.vault import vault_from_settings
+
+if TYPE_CHECKING:
+    from crm_hub.gateway import GatewaySettings
 
 __all__ = ["main"]
 
@@ -30,15 +36,32 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _up(settings: Settings, _: argparse.Namespace) -> int:
+def _up(settings: Settings, args: argparse.Namespace) -> int:
     from crm_hub.gateway import GatewayError, GatewaySettings, run_up
 
     gateway = GatewaySettings.from_env()
     try:
+        if args.sandbox:
+            return asyncio.run(_up_in_sandbox(settings, gateway))
         return asyncio.run(run_up(settings, gateway))
     except GatewayError as error:
         print(f"crm-hub: the gateway did not start: {error}", file=sys.stderr)
         return 1
+
+
+async def _up_in_sandbox(settings: Settings, gateway: GatewaySettings) -> int:
+    """``crm-hub up --sandbox``: every installed provider pointed at its bundled fake, served on loopback."""
+    from crm_hub.gateway import run_up
+
+    plugins = PluginHost(allowlist=settings.plugins)
+    http = gateway.http_address
+    async with contextlib.AsyncExitStack() as stack:
+        for sandbox in plugins.sandboxes():
+            redirect_url = f"{gateway.scheme}://{http.host}:{http.port}/oauth/{sandbox.name}/callback"
+            environment = await stack.enter_async_context(sandbox.serve(host="127.0.0.1", redirect_url=redirect_url))
+            os.environ.update(environment)  # read by the provider when its plugin registers it, just below
+            logger.info("sandbox serving", extra={"provider": sandbox.name, "redirect_url": redirect_url})
+        return await run_up(settings, gateway, application=Application.from_settings(settings, plugins=plugins))
 
 
 def _gateway(settings: Settings, _: argparse.Namespace) -> int:
@@ -132,9 +155,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-hub", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve gRPC on CRM_HUB_GRPC_ADDRESS").set_defaults(run=_serve)
-    commands.add_parser("up", help="serve gRPC and the REST gateway (Envoy) on CRM_HUB_HTTP_ADDRESS").set_defaults(
-        run=_up
+    up = commands.add_parser("up", help="serve gRPC and the REST gateway (Envoy) on CRM_HUB_HTTP_ADDRESS")
+    up.add_argument(
+        "--sandbox", action="store_true", help="point every installed provider at its bundled fake CRM, served locally"
     )
+    up.set_defaults(run=_up)
     commands.add_parser("gateway", help="run only Envoy, in front of CRM_HUB_GRPC_UPSTREAMS").set_defaults(run=_gateway)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_migrate)
     token = commands.add_parser("token", help="mint a short-lived development token from JWT_SECRET")

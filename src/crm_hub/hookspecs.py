@@ -12,6 +12,7 @@ import pluggy
 
 from crm_hub.notifications import Notifier
 from crm_hub.providers import CrmProvider
+from crm_hub.sandbox import Sandbox
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -41,4 +42,16 @@ def register_notifiers(register: Callable[[Notifier], None]) -> None:
     delays a sync.
 
     Called once, when the plugin host first needs notifiers; every implementation is called.
+    """
+
+
+# -- Sandboxes -----------------------------------------------------------------------------------
+
+
+@hookspec
+def register_sandboxes(register: Callable[[Sandbox], None]) -> None:
+    """Register sandboxes by calling ``register(sandbox_instance)``: the plugin's fake CRM, which
+    ``crm-hub up --sandbox`` serves locally and points the provider at (see ``crm_hub.sandbox.Sandbox``).
+
+    Called only in sandbox mode, before providers are registered; every implementation is called.
     """

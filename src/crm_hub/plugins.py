@@ -21,6 +21,7 @@ from crm_hub import __version__, hookspecs
 from crm_hub.errors import ConfigurationError, NotFound
 from crm_hub.notifications import Notifier
 from crm_hub.providers import PROVIDER_NAME_PATTERN, CrmProvider
+from crm_hub.sandbox import Sandbox
 
 __all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost", "ProviderRegistry"]
 
@@ -135,6 +136,12 @@ class PluginHost:
             notifiers, _ = self._collect("register_notifiers", Notifier, "notifier")  # type: ignore[type-abstract]
             self._notifiers = [notifiers[name] for name in sorted(notifiers)]
         return self._notifiers
+
+    def sandboxes(self) -> list[Sandbox]:
+        """The registered sandboxes, by name (asked for only by ``crm-hub up --sandbox``)."""
+        self._ensure_loaded()
+        sandboxes, _ = self._collect("register_sandboxes", Sandbox, "sandbox")  # type: ignore[type-abstract]
+        return [sandboxes[name] for name in sorted(sandboxes)]
 
     def _ensure_loaded(self) -> None:
         if self._loaded:

@@ -160,6 +160,9 @@ class SalesforceProvider(CrmProvider):
         """A provider configured from ``SALESFORCE_*`` environment variables (see ``SalesforceSettings``)."""
         return cls(settings=SalesforceSettings.from_env(environ), transport=transport)
 
+    def configuration_problem(self) -> str | None:
+        return self.settings.problem
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

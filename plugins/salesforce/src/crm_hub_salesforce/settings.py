@@ -37,6 +37,19 @@ class SalesforceSettings:
     login_url: str = DEFAULT_LOGIN_URL
     #: The REST API version, ``vNN.N``; every API call goes to ``{instance_url}/services/data/{api_version}``.
     api_version: str = DEFAULT_API_VERSION
+    #: Required variables that were not set: the provider is registered but cannot connect anyone.
+    missing: tuple[str, ...] = ()
+
+    @property
+    def problem(self) -> str | None:
+        """What an operator must fix before teams can connect Salesforce, or None."""
+        if not self.missing:
+            return None
+        verb = "is" if len(self.missing) == 1 else "are"
+        return (
+            f"Salesforce is not configured: {', '.join(self.missing)} {verb} not set. Set them, or leave the "
+            "plugin out with CRM_HUB_PLUGINS."
+        )
 
     def __post_init__(self) -> None:
         version = _API_VERSION.match(self.api_version.strip())
@@ -61,25 +74,19 @@ class SalesforceSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SalesforceSettings:
-        """Read ``SALESFORCE_*`` variables; ConfigurationError naming every missing one.
+        """Read ``SALESFORCE_*`` variables. Missing required ones are listed in ``missing``, never guessed.
 
-        The client id, secret and redirect URL are required; ``SALESFORCE_LOGIN_URL`` (default
-        https://login.salesforce.com) and ``SALESFORCE_API_VERSION`` (default v58.0) are optional.
+        The client id, secret and redirect URL are required to connect a team (without them the service still
+        starts: the provider reports ``configuration_problem()``); ``SALESFORCE_LOGIN_URL`` (default
+        https://login.salesforce.com) and ``SALESFORCE_API_VERSION`` (default v58.0) are optional, and a value
+        that is set but wrong is a ConfigurationError.
         """
         env = os.environ if environ is None else environ
-        missing = [name for name in _REQUIRED if not env.get(name, "").strip()]
-        if missing:
-            raise ConfigurationError(
-                f"The Salesforce plugin (crm-hub-salesforce) is installed but {', '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not set. Set them, or leave the plugin out with "
-                "CRM_HUB_PLUGINS.",
-                reason="PROVIDER_NOT_CONFIGURED",
-                metadata={"provider": "salesforce", "missing": ",".join(missing)},
-            )
         return cls(
-            client_id=env["SALESFORCE_CLIENT_ID"].strip(),
-            client_secret=env["SALESFORCE_CLIENT_SECRET"].strip(),
-            redirect_url=env["SALESFORCE_REDIRECT_URL"].strip(),
+            client_id=env.get("SALESFORCE_CLIENT_ID", "").strip(),
+            client_secret=env.get("SALESFORCE_CLIENT_SECRET", "").strip(),
+            redirect_url=env.get("SALESFORCE_REDIRECT_URL", "").strip(),
+            missing=tuple(name for name in _REQUIRED if not env.get(name, "").strip()),
             login_url=(env.get("SALESFORCE_LOGIN_URL") or DEFAULT_LOGIN_URL).strip(),
             api_version=(env.get("SALESFORCE_API_VERSION") or DEFAULT_API_VERSION).strip(),
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,6 +17,7 @@ from crm_hub.hookspecs import hookimpl
 from crm_hub.notifications import Notification, Notifier
 from crm_hub.plugins import LoadedPlugin, PluginHost
 from crm_hub.providers import CrmProvider
+from crm_hub.sandbox import Sandbox
 from tests.support.fake_distribution import FakeSite, fake_site_in
 from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
 from tests.support.stub_providers import RegisteringNotifiers, RegisteringPlugin, provider_named
@@ -81,6 +83,39 @@ def test_hook_register_notifiers_refuses_a_provider_posing_as_a_notifier(host: P
 
     with pytest.raises(ConfigurationError, match="not a Notifier"):
         host.notifiers()
+
+
+class _ToySandbox(Sandbox):
+    name: ClassVar[str] = "toycrm"
+
+    @asynccontextmanager
+    async def serve(self, *, host: str, redirect_url: str) -> AsyncIterator[Mapping[str, str]]:
+        yield {"TOYCRM_API_BASE_URL": f"http://{host}:1", "TOYCRM_REDIRECT_URL": redirect_url}
+
+
+class _RegisteringSandboxes:
+    def __init__(self, *sandboxes: object) -> None:
+        self.sandboxes = sandboxes
+
+    @hookimpl
+    def register_sandboxes(self, register: Callable[[Sandbox], None]) -> None:
+        for sandbox in self.sandboxes:
+            register(sandbox)  # type: ignore[arg-type]
+
+
+async def test_hook_register_sandboxes_collects_sandboxes_that_yield_their_settings(host: PluginHost) -> None:
+    host.register(_RegisteringSandboxes(_ToySandbox()), name="toy")
+
+    [sandbox] = host.sandboxes()
+    async with sandbox.serve(host="127.0.0.1", redirect_url="http://127.0.0.1:8080/oauth/toycrm/callback") as env:
+        assert env["TOYCRM_REDIRECT_URL"] == "http://127.0.0.1:8080/oauth/toycrm/callback"
+
+
+def test_hook_register_sandboxes_refuses_two_sandboxes_for_one_provider(host: PluginHost) -> None:
+    host.register(_RegisteringSandboxes(_ToySandbox(), _ToySandbox()), name="toy")
+
+    with pytest.raises(ConfigurationError, match="'toycrm' is registered twice"):
+        host.sandboxes()
 
 
 def test_built_in_slack_notifier_is_registered_as_an_ordinary_plugin() -> None:

@@ -34,7 +34,7 @@ async def test_status_lists_memorycrm_as_not_connected(http: httpx.AsyncClient, 
     # Defaults are printed (always_print_primitive_fields): false and 0 are there, not missing.
     assert memorycrm["connected"] is False
     assert memorycrm["reconnectRequired"] is False
-    assert memorycrm["syncsTotal"] == "0"  # int64 as a JSON string
+    assert memorycrm["syncsTotal"] == 0
     assert memorycrm["state"] == "DISCONNECTED"
     assert "lastSync" not in memorycrm
     assert "error" not in memorycrm

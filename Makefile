@@ -7,7 +7,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: install run test lint typecheck buf-lint check-generated generate pytest bench
+.PHONY: install run sandbox test lint typecheck buf-lint check-generated generate pytest bench
 
 ## install: create .venv with crm_hub, its first-party plugins and the dev tools (idempotent)
 install: $(VENV)/.installed $(BUF) build/third_party/.copied
@@ -29,6 +29,11 @@ build/third_party/.copied: $(VENV)/.installed
 run: install
 	$(BIN)/crm-hub migrate
 	exec $(BIN)/crm-hub up
+
+## sandbox: like run, with every provider pointed at its bundled fake CRM (no CRM account needed)
+sandbox: install
+	$(BIN)/crm-hub migrate
+	exec $(BIN)/crm-hub up --sandbox
 
 ## test: lint, type-check, buf lint, generated-code drift check, then the whole pytest suite
 test: install lint typecheck buf-lint check-generated pytest

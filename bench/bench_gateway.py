@@ -1,6 +1,6 @@
 """Envoy start-up time and the gateway's latency cost, on the embedded SQLite default.
 
-    .venv/bin/python gateway/bench_gateway.py [--requests 500] [--starts 10]
+    .venv/bin/python bench/bench_gateway.py [--requests 500] [--starts 10]
 
 GetStatus (auth + two queries) called one at a time: directly over gRPC, over gRPC through Envoy, and as
 REST (GET /integrations/status) through Envoy. Server, Envoy and client share the machine.

@@ -11,11 +11,13 @@ from sqlalchemy import text
 
 from crm_hub.application import Application
 from crm_hub.auth import Principal, Role
+from crm_hub.config import Settings
 from crm_hub.core.caller import Caller
 from crm_hub.errors import RefreshRejected
+from crm_hub.plugins import PluginHost
 from crm_hub.providers import TokenSet
 from crm_hub.storage import IntegrationRepository, IntegrationStatus, TeamRepository
-from tests.support.memory_crm import MemoryCrm
+from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
 
 
 def caller_for(team_id: str) -> Caller:
@@ -85,3 +87,22 @@ async def test_no_plaintext_token_is_stored_in_the_database(application: Applica
     assert rows
     assert "access-old-secret" not in stored
     assert "refresh-old-secret" not in stored
+
+
+async def test_two_replicas_sharing_the_database_refresh_an_expired_token_once(
+    application: Application, memory_crm: MemoryCrm, settings: Settings, team_id: str
+) -> None:
+    # A second replica: its own Application, so its own process-level locks; only the database is shared.
+    host = PluginHost(load_entry_points=False, load_default_plugins=False)
+    host.register(MemoryCrmPlugin(memory_crm), name="memorycrm")
+    replica = Application.from_settings(settings, plugins=host)
+    try:
+        await connect(application, team_id, EXPIRED)
+        caller = caller_for(team_id)
+        sessions = await asyncio.gather(
+            *(app.credentials.session_for(caller, memory_crm) for _ in range(10) for app in (application, replica))
+        )
+    finally:
+        await replica.aclose()
+    assert memory_crm.calls.count("refresh") == 1
+    assert len({tokens.access_token for tokens in sessions}) == 1

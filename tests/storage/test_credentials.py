@@ -109,7 +109,9 @@ async def test_rotation_does_not_overwrite_tokens_refreshed_after_it_read_them(
     assert (stale, current) == (False, True)
 
 
-async def test_lock_for_refresh_makes_a_second_refresher_wait_on_postgresql(database: Database, team_id: str) -> None:
+async def test_lock_for_refresh_makes_a_second_refresher_wait_then_see_the_new_tokens(
+    database: Database, team_id: str
+) -> None:
     await _put(database, team_id, "hubspot", SEALED_V1)
 
     async def second_refresher() -> Credential | None:
@@ -126,13 +128,9 @@ async def test_lock_for_refresh_makes_a_second_refresher_wait_on_postgresql(data
         await credentials.put(team_id, "hubspot", SEALED_V2)
     seen_by_second = await second
 
+    # PostgreSQL: SELECT … FOR UPDATE; SQLite: the database write lock. Either way the second refresher
+    # waits, then sees the first one's new tokens.
     assert seen_by_first == SEALED_V1
+    assert second_waited
     assert seen_by_second is not None
-    if database.dialect_name == "postgresql":
-        # SELECT … FOR UPDATE: the second refresher waits, then sees the first one's new tokens.
-        assert second_waited
-        assert seen_by_second.encrypted == SEALED_V2
-    else:
-        # SQLite has no row locks: a plain read; the core's process-level lock keeps refreshes single-flight.
-        assert not second_waited
-        assert seen_by_second.encrypted == SEALED_V1
+    assert seen_by_second.encrypted == SEALED_V2

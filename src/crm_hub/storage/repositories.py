@@ -291,12 +291,18 @@ class CredentialRepository:
         return await self._session.scalar(self._select(team_id, provider))
 
     async def lock_for_refresh(self, team_id: str, provider: str) -> Credential | None:
-        """Read the credentials, locking the row until the transaction ends, to refresh the tokens in it.
+        """Read the credentials, locking them until the transaction ends, to refresh the tokens in them.
 
-        On PostgreSQL this is ``SELECT … FOR UPDATE``: another replica refreshing the same row waits, then
-        reads the new tokens. SQLite has no row locks, so this is a plain read there; an embedded deployment
-        is one process, and the core's per-(team, provider) lock keeps refreshes single-flight.
+        On PostgreSQL this is ``SELECT … FOR UPDATE``: another process refreshing the same row waits, then
+        reads the new tokens. SQLite has no row locks: a no-op UPDATE takes the database's write lock first,
+        so another process's refresher waits (up to the busy timeout) just the same.
         """
+        if self._session.get_bind().dialect.name == "sqlite":
+            await self._session.execute(
+                update(Credential)
+                .where(Credential.team_id == team_id, Credential.provider == provider)
+                .values(updated_at=Credential.updated_at)
+            )
         statement = self._select(team_id, provider).with_for_update()
         return await self._session.scalar(statement, execution_options=_FRESH)
 

@@ -15,7 +15,7 @@ install: $(VENV)/.installed $(BUF) build/third_party/.copied
 $(VENV)/.installed: pyproject.toml $(PLUGINS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,gateway]' $(foreach p,$(PLUGINS),-e './$(dir $(p))[fake]')
+	$(BIN)/python -m pip install --quiet -e '.[dev,gateway,testing]' $(foreach p,$(PLUGINS),-e './$(dir $(p))[fake]')
 	@touch $@
 
 $(BUF):

@@ -129,10 +129,13 @@ class ProviderError(CrmHubError):
         reason: str | None = None,
         field_violations: Sequence[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message, reason=reason, field_violations=field_violations, metadata=metadata)
         self.provider = provider
         self.status = status
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class AuthExpired(ProviderError):
@@ -156,8 +159,11 @@ class RateLimited(ProviderError):
         status: int | None = None,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, status=status, reason=reason, metadata=metadata)
+        super().__init__(
+            message, provider=provider, status=status, reason=reason, metadata=metadata, retryable=retryable
+        )
         #: Seconds the CRM asked us to wait (Retry-After), if it said.
         self.retry_after = retry_after
 
@@ -179,7 +185,10 @@ class Unavailable(ProviderError):
         status: int | None = None,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, status=status, reason=reason, metadata=metadata)
+        super().__init__(
+            message, provider=provider, status=status, reason=reason, metadata=metadata, retryable=retryable
+        )
         #: Seconds the CRM asked us to wait (Retry-After), if it said.
         self.retry_after = retry_after

@@ -112,7 +112,8 @@ class ProviderCapabilities:
     upsert_by_email: bool = False
     #: The authorize and token endpoints accept PKCE (S256).
     pkce: bool = False
-    #: A refresh may return a new refresh token that replaces (and invalidates) the old one.
+    #: A refresh may return a new refresh token that replaces (and invalidates) the old one. Informational:
+    #: the core's single-flight refresh (and storing the new token atomically) protects every CRM alike.
     rotates_refresh_tokens: bool = False
     #: The CRM refuses a second contact with the same email (HubSpot), so a ``create_new`` onto an existing
     #: email is previewed as a conflict; otherwise (Salesforce without duplicate rules) as a new contact.
@@ -182,7 +183,11 @@ class CrmProvider(ABC):
 
     @abstractmethod
     async def find_contacts_by_email(self, tokens: TokenSet, emails: Sequence[str]) -> dict[str, list[str]]:
-        """Existing contact ids per email (lowercased); emails with no contact map to ``[]``."""
+        """Existing contact ids per email (keys lowercased); emails with no contact map to ``[]``.
+
+        List each email's contacts oldest first (ties by id): the core picks the first as *the* contact and
+        reports the others, so the choice must be deterministic.
+        """
 
     @abstractmethod
     async def create_contacts(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:

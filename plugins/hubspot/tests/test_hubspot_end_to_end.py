@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 
 import grpc
 import httpx
 import pytest
-from crm_hub.testing import follow_consent
-from crm_hub.testing.pytest_plugin import RunningHub
+from crm_hub.testing import CrmHubServer, RunningHub, follow_consent
 from crm_hub.v1 import (
     fields_pb2,
     fields_pb2_grpc,
@@ -24,11 +22,10 @@ from crm_hub.v1 import (
 from crm_hub_hubspot.fake import FakeHubSpot
 
 TEAM = "team-hubspot-e2e"
-Server = Callable[..., AbstractAsyncContextManager[RunningHub]]
 
 
 @pytest.fixture
-async def hub(crm_hub_server: Server) -> AsyncIterator[tuple[RunningHub, FakeHubSpot]]:
+async def hub(crm_hub_server: CrmHubServer) -> AsyncIterator[tuple[RunningHub, FakeHubSpot]]:
     """The service with HubSpot connected for TEAM through the real OAuth flow (consent on the fake)."""
     fake = FakeHubSpot()
     async with crm_hub_server(providers=[fake.provider(timeout=5.0)]) as running:

@@ -58,6 +58,6 @@ class StatusReporter:
                 reconnect_required=bool(row and row.status == ERROR),
             )
         for notifier in self._plugins.notifiers():
-            if notifier.configured:
+            if notifier.configured and notifier.name not in report:  # a provider's entry always wins
                 report[notifier.name] = IntegrationState(connected=True, state="")
         return report

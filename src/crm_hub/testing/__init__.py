@@ -16,5 +16,6 @@ test session once crm-hub is installed. See docs/plugins.md.
 from __future__ import annotations
 
 from crm_hub.testing.conformance import ConformanceHarness, FailureKind, ProviderConformance, follow_consent
+from crm_hub.testing.pytest_plugin import CrmHubServer, RunningHub
 
-__all__ = ["ConformanceHarness", "FailureKind", "ProviderConformance", "follow_consent"]
+__all__ = ["ConformanceHarness", "CrmHubServer", "FailureKind", "ProviderConformance", "RunningHub", "follow_consent"]

@@ -7,12 +7,13 @@ import hashlib
 import secrets
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.sync import DUPLICATE_POLICIES, ContactWriter
@@ -89,23 +90,32 @@ def _email() -> str:
 
 
 class ProviderConformance:
-    """Subclass in your provider's tests and define a ``harness`` fixture returning your ConformanceHarness."""
+    """Subclass in your provider's tests and define a ``harness`` fixture returning your ConformanceHarness.
 
-    @pytest.fixture
-    async def connected(self, harness: ConformanceHarness) -> AsyncIterator[tuple[ConformanceHarness, TokenSet]]:
-        provider = harness.provider
-        verifier, challenge = _pkce() if provider.capabilities.pkce else (None, None)
-        code = await harness.consent(provider.authorization_url(state="conformance-state", code_challenge=challenge))
-        tokens = await provider.exchange_code(code=code, code_verifier=verifier)
+    Works under pytest-asyncio's strict and auto modes alike (install ``crm-hub[testing]``).
+    """
+
+    pytestmark = pytest.mark.asyncio
+
+    @pytest_asyncio.fixture
+    async def kit(self, harness: ConformanceHarness) -> AsyncIterator[ConformanceHarness]:
+        """The harness, closed after the test whatever happened in it."""
         try:
-            yield harness, tokens
+            yield harness
         finally:
             await harness.aclose()
 
+    @pytest_asyncio.fixture
+    async def connected(self, kit: ConformanceHarness) -> tuple[ConformanceHarness, TokenSet]:
+        provider = kit.provider
+        verifier, challenge = _pkce() if provider.capabilities.pkce else (None, None)
+        code = await kit.consent(provider.authorization_url(state="conformance-state", code_challenge=challenge))
+        return kit, await provider.exchange_code(code=code, code_verifier=verifier)
+
     # -- OAuth -----------------------------------------------------------------------------------
 
-    async def test_authorization_url_carries_the_state_and_pkce_challenge(self, harness: ConformanceHarness) -> None:
-        provider = harness.provider
+    async def test_authorization_url_carries_the_state_and_pkce_challenge(self, kit: ConformanceHarness) -> None:
+        provider = kit.provider
         _, challenge = _pkce()
         url = provider.authorization_url(state="state-123", code_challenge=challenge)
         query = parse_qs(urlsplit(url).query)
@@ -113,7 +123,6 @@ class ProviderConformance:
         if provider.capabilities.pkce:
             assert query.get("code_challenge") == [challenge]
             assert query.get("code_challenge_method") == ["S256"]
-        await harness.aclose()
 
     async def test_oauth_round_trip_gives_tokens_that_refresh(
         self, connected: tuple[ConformanceHarness, TokenSet]
@@ -126,15 +135,16 @@ class ProviderConformance:
         assert refreshed.access_token != tokens.access_token
         assert "access_token" not in repr(refreshed)
         assert refreshed.access_token not in repr(refreshed)
+        for expiry in (tokens.expires_at, refreshed.expires_at):
+            assert expiry is None or expiry.utcoffset() is not None, "expires_at is timezone-aware (or None)"
 
-    async def test_an_authorization_code_works_once(self, harness: ConformanceHarness) -> None:
-        provider = harness.provider
+    async def test_an_authorization_code_works_once(self, kit: ConformanceHarness) -> None:
+        provider = kit.provider
         verifier, challenge = _pkce() if provider.capabilities.pkce else (None, None)
-        code = await harness.consent(provider.authorization_url(state="s", code_challenge=challenge))
+        code = await kit.consent(provider.authorization_url(state="s", code_challenge=challenge))
         await provider.exchange_code(code=code, code_verifier=verifier)
         with pytest.raises(Rejected):
             await provider.exchange_code(code=code, code_verifier=verifier)
-        await harness.aclose()
 
     # -- Fields ----------------------------------------------------------------------------------
 
@@ -222,16 +232,38 @@ class ProviderConformance:
         assert second.error.reason == DUPLICATE_CONTACT
         assert second.error.metadata.get("contact_id") == first.contact_id
 
+    async def test_upsert_by_email_creates_then_updates_in_one_call_each(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        harness, tokens = connected
+        if not harness.provider.capabilities.upsert_by_email:
+            pytest.skip("the provider does not declare upsert_by_email")
+        email = _email()
+        contact = ContactInput(harness.valid_contact(email), email=email)
+        before = harness.write_calls()
+        [first] = await harness.provider.upsert_contacts_by_email(tokens, [contact])
+        [second] = await harness.provider.upsert_contacts_by_email(tokens, [contact])
+        assert (first.ok, first.created, second.ok, second.created) == (True, True, True, False)
+        assert second.contact_id == first.contact_id
+        assert harness.write_calls() - before == 2
+
     # -- Errors ----------------------------------------------------------------------------------
 
     @pytest.mark.parametrize("kind", ["auth_expired", "rate_limited", "unavailable"])
+    @pytest.mark.parametrize("call", ["lookup", "write", "fields"])
     async def test_failures_are_classified(
-        self, connected: tuple[ConformanceHarness, TokenSet], kind: FailureKind
+        self, connected: tuple[ConformanceHarness, TokenSet], kind: FailureKind, call: str
     ) -> None:
         harness, tokens = connected
+        provider, email = harness.provider, _email()
         harness.fail_next(kind)
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "lookup": lambda: provider.find_contacts_by_email(tokens, [email]),
+            "write": lambda: provider.create_contacts(tokens, [ContactInput(harness.valid_contact(email), email)]),
+            "fields": lambda: provider.list_fields(tokens),
+        }
         with pytest.raises(_EXPECTED_ERRORS[kind]) as caught:
-            await harness.provider.find_contacts_by_email(tokens, [_email()])
+            await calls[call]()
         assert tokens.access_token not in str(caught.value)
 
     # -- Dry run through the core ----------------------------------------------------------------

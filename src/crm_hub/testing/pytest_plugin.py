@@ -23,12 +23,14 @@ import pytest
 from crm_hub.application import Application
 from crm_hub.auth import mint_token
 from crm_hub.config import Settings
+from crm_hub.core.retry import RetryPolicy
 from crm_hub.hookspecs import hookimpl
+from crm_hub.notifications import Notifier
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
 from crm_hub.storage import normalize_database_url, upgrade
 
-__all__ = ["RunningHub", "crm_hub_server"]
+__all__ = ["CrmHubServer", "RunningHub", "crm_hub_server"]
 
 Metadata = tuple[tuple[str, str], ...]
 _JWT_SECRET = "crm-hub-testing-jwt-secret-0123456789"  # noqa: S105 - test-only, never a real secret
@@ -49,33 +51,51 @@ class RunningHub:
         return (("authorization", f"Bearer {mint_token(_JWT_SECRET, team_id=team_id, role=role, subject=subject)}"),)
 
 
-class _Providers:
-    def __init__(self, providers: Sequence[CrmProvider]) -> None:
+class _Plugins:
+    def __init__(self, providers: Sequence[CrmProvider], notifiers: Sequence[Notifier]) -> None:
         self.providers = providers
+        self.notifiers = notifiers
 
     @hookimpl
     def register_providers(self, register: Callable[[CrmProvider], None]) -> None:
         for provider in self.providers:
             register(provider)
 
+    @hookimpl
+    def register_notifiers(self, register: Callable[[Notifier], None]) -> None:
+        for notifier in self.notifiers:
+            register(notifier)
+
+
+#: The type of the ``crm_hub_server`` fixture, for annotating tests.
+CrmHubServer = Callable[..., AbstractAsyncContextManager[RunningHub]]
+
 
 @pytest.fixture
-def crm_hub_server(
-    tmp_path: Path,
-) -> Callable[..., AbstractAsyncContextManager[RunningHub]]:
-    """``async with crm_hub_server(providers=[...], database_url=None) as hub`` runs the service for a test."""
+def crm_hub_server(tmp_path: Path) -> CrmHubServer:
+    """``async with crm_hub_server(providers=[...]) as hub`` runs the service for a test.
+
+    Options: ``database_url`` (default: a fresh SQLite file), ``notifiers`` (extra Notifier instances) and
+    ``retry`` (a RetryPolicy; e.g. ``RetryPolicy(sleep=record)`` so rate-limit tests don't wait).
+    """
 
     @asynccontextmanager
-    async def start(*, providers: Sequence[CrmProvider], database_url: str | None = None) -> AsyncIterator[RunningHub]:
+    async def start(
+        *,
+        providers: Sequence[CrmProvider],
+        database_url: str | None = None,
+        notifiers: Sequence[Notifier] = (),
+        retry: RetryPolicy | None = None,
+    ) -> AsyncIterator[RunningHub]:
         from crm_hub.rpc.server import create_server
 
         data_dir = tmp_path / f"crm-hub-{uuid.uuid4().hex[:8]}"
         url = normalize_database_url(database_url, data_dir=data_dir)
         await upgrade(url)
         host = PluginHost(load_entry_points=False, load_default_plugins=False)
-        host.register(_Providers(providers), name="crm-hub-testing-providers")
+        host.register(_Plugins(providers, notifiers), name="crm-hub-testing-plugins")
         settings = Settings(database_url=url, data_dir=data_dir, jwt_secret=_JWT_SECRET, secret_vault_key=_VAULT_KEY)
-        application = Application.from_settings(settings, plugins=host)
+        application = Application.from_settings(settings, plugins=host, retry=retry)
         server, port, _ = await create_server(application, "127.0.0.1:0")
         await server.start()
         try:

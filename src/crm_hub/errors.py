@@ -115,6 +115,7 @@ class ProviderError(CrmHubError):
 
     ``retryable`` says whether the core may try the call again (only RateLimited and Unavailable are, by
     default); a provider sets it False for, e.g., a daily quota that waiting seconds will not restore.
+    ``retry_after`` is how long the CRM asked to wait, when it said (429/503 ``Retry-After``).
     """
 
     default_reason = "PROVIDER_ERROR"
@@ -130,12 +131,15 @@ class ProviderError(CrmHubError):
         field_violations: Sequence[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
         retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, reason=reason, field_violations=field_violations, metadata=metadata)
         self.provider = provider
         self.status = status
         if retryable is not None:
             self.retryable = retryable
+        #: Seconds the CRM asked us to wait (Retry-After), if it said; honoured by the core's retries.
+        self.retry_after = retry_after
 
 
 class AuthExpired(ProviderError):
@@ -150,23 +154,6 @@ class RateLimited(ProviderError):
     default_reason = "RATE_LIMITED"
     retryable = True
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        provider: str = "",
-        status: int | None = None,
-        reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        super().__init__(
-            message, provider=provider, status=status, reason=reason, metadata=metadata, retryable=retryable
-        )
-        #: Seconds the CRM asked us to wait (Retry-After), if it said.
-        self.retry_after = retry_after
-
 
 class Rejected(ProviderError):
     default_reason = "REJECTED"
@@ -175,20 +162,3 @@ class Rejected(ProviderError):
 class Unavailable(ProviderError):
     default_reason = "PROVIDER_UNAVAILABLE"
     retryable = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        provider: str = "",
-        status: int | None = None,
-        reason: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        super().__init__(
-            message, provider=provider, status=status, reason=reason, metadata=metadata, retryable=retryable
-        )
-        #: Seconds the CRM asked us to wait (Retry-After), if it said.
-        self.retry_after = retry_after

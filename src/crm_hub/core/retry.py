@@ -42,7 +42,7 @@ class RetryPolicy:
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
-            retry_after = getattr(error, "retry_after", None)
+            retry_after = error.retry_after if isinstance(error, ProviderError) else None
             if retry_after is not None:
                 return min(float(retry_after), self.deadline_seconds)
             return float(backoff(state))

@@ -25,7 +25,7 @@ from crm_hub.errors import (
     ProviderError,
     RateLimited,
 )
-from crm_hub.notifications import Notification, NotificationDispatcher
+from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import DUPLICATE_CONTACT, ContactInput, ContactUpdate, CrmProvider, TokenSet, WriteResult
 from crm_hub.storage import (
@@ -224,32 +224,36 @@ class SyncEngine:
         except CrmHubError as error:
             await self._record(caller, crm.name, lead.id, started, dry_run, failure=error, shown=integration.error)
             if not dry_run:
-                self._notifications.publish(
-                    Notification(
-                        kind="sync_failed",
-                        team_id=caller.team_id,
-                        provider=crm.name,
-                        lead_id=lead.id,
-                        message=error.message,
-                        reason=error.reason,
-                        request_id=caller.request_id,
-                    )
-                )
+                self._notify("sync_failed", caller, crm.name, lead.id, error.message, reason=error.reason)
             raise
         await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome, shown=integration.error)
         if not dry_run:
-            self._notifications.publish(
-                Notification(
-                    kind="sync_succeeded",
-                    team_id=caller.team_id,
-                    provider=crm.name,
-                    lead_id=lead.id,
-                    contact_id=outcome.contact_id,
-                    message=outcome.message,
-                    request_id=caller.request_id,
-                )
-            )
+            self._notify("sync_succeeded", caller, crm.name, lead.id, outcome.message, contact_id=outcome.contact_id)
         return outcome
+
+    def _notify(
+        self,
+        kind: NotificationKind,
+        caller: Caller,
+        provider: str,
+        lead_id: str,
+        message: str,
+        *,
+        reason: str | None = None,
+        contact_id: str | None = None,
+    ) -> None:
+        self._notifications.publish(
+            Notification(
+                kind=kind,
+                team_id=caller.team_id,
+                provider=provider,
+                lead_id=lead_id,
+                contact_id=contact_id,
+                message=message,
+                reason=reason,
+                request_id=caller.request_id,
+            )
+        )
 
     async def _record(
         self,

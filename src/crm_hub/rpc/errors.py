@@ -65,7 +65,7 @@ def to_grpc_status(error: errors.CrmHubError) -> grpc.Status:
                 )
             )
         )
-    retry_after = getattr(error, "retry_after", None)
+    retry_after = error.retry_after if isinstance(error, errors.ProviderError) else None
     if retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(retry_after * 1000))

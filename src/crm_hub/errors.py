@@ -116,10 +116,14 @@ class ProviderError(CrmHubError):
     ``retryable`` says whether the core may try the call again (only RateLimited and Unavailable are, by
     default); a provider sets it False for, e.g., a daily quota that waiting seconds will not restore.
     ``retry_after`` is how long the CRM asked to wait, when it said (429/503 ``Retry-After``).
+    ``maybe_applied`` says the CRM may have carried the request out before failing (a 5xx or a read timeout
+    after the request was sent); False when it certainly did not (429, 423, a refused connection). The core
+    retries a write that is not idempotent (a create) only when ``maybe_applied`` is False.
     """
 
     default_reason = "PROVIDER_ERROR"
     retryable: bool = False
+    maybe_applied: bool = False
 
     def __init__(
         self,
@@ -132,12 +136,15 @@ class ProviderError(CrmHubError):
         metadata: Mapping[str, str] | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        maybe_applied: bool | None = None,
     ) -> None:
         super().__init__(message, reason=reason, field_violations=field_violations, metadata=metadata)
         self.provider = provider
         self.status = status
         if retryable is not None:
             self.retryable = retryable
+        if maybe_applied is not None:
+            self.maybe_applied = maybe_applied
         #: Seconds the CRM asked us to wait (Retry-After), if it said; honoured by the core's retries.
         self.retry_after = retry_after
 
@@ -162,3 +169,4 @@ class Rejected(ProviderError):
 class Unavailable(ProviderError):
     default_reason = "PROVIDER_UNAVAILABLE"
     retryable = True
+    maybe_applied = True

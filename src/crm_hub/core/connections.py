@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CredentialStore
@@ -136,15 +139,17 @@ class ConnectionService:
         try:
             tokens = await provider.exchange_code(code=code, code_verifier=verifier)
         except ProviderError as error:
-            await self._record(caller, provider.name, "connect_failed", str(error.message), started, error.reason)
+            await self._record(
+                caller, provider.name, "connect_failed", error.message, started, error_reason=error.reason
+            )
             raise
-        await self._credentials.save(caller.team_id, provider.name, tokens)
-        self._catalog.forget(caller.team_id, provider.name)  # another account may have been connected
-        async with self._database.session() as session:
+        async with self._database.session() as session:  # tokens, status and audit commit together
+            await self._credentials.save(caller.team_id, provider.name, tokens, session=session)
             await IntegrationRepository(session).upsert_status(
                 caller.team_id, provider.name, IntegrationStatus.CONNECTED
             )
-        await self._record(caller, provider.name, "connected", f"{provider.label} connected.", started)
+            await self._record(caller, provider.name, "connected", f"{provider.label} connected.", started, session)
+        self._catalog.forget(caller.team_id, provider.name)  # another account may have been connected
         self._notify(caller, provider.name, "connected", f"{provider.label} was connected by {caller.actor}.")
         return f"{provider.label} connected successfully."
 
@@ -152,20 +157,21 @@ class ConnectionService:
         """Revoke the tokens at the CRM (best effort), forget them, mark the integration DISCONNECTED."""
         provider = self._plugins.providers().get(kind)
         started = time.perf_counter()
-        tokens = await self._credentials.delete(caller.team_id, provider.name)
-        self._catalog.forget(caller.team_id, provider.name)
-        if tokens is not None:
-            try:
-                await provider.revoke(tokens)
-            except ProviderError as error:
-                # The tokens are gone from here either way; a failed revoke only leaves them to expire.
-                logger.warning("token revocation failed", extra={"provider": provider.name, "reason": error.reason})
-        async with self._database.session() as session:
+        async with self._database.session() as session:  # tokens gone, status and audit: all or nothing
             await TeamRepository(session).ensure(caller.team_id)
+            tokens = await self._credentials.forget(session, caller.team_id, provider.name)
             await IntegrationRepository(session).upsert_status(
                 caller.team_id, provider.name, IntegrationStatus.DISCONNECTED
             )
-        await self._record(caller, provider.name, "disconnected", f"{provider.label} disconnected.", started)
+            message = f"{provider.label} disconnected."
+            await self._record(caller, provider.name, "disconnected", message, started, session)
+        self._catalog.forget(caller.team_id, provider.name)
+        if tokens is not None:
+            try:
+                await provider.revoke(tokens)  # after the commit: a slow CRM holds no transaction open
+            except ProviderError as error:
+                # The tokens are gone from here either way; a failed revoke only leaves them to expire.
+                logger.warning("token revocation failed", extra={"provider": provider.name, "reason": error.reason})
         self._notify(caller, provider.name, "disconnected", f"{provider.label} was disconnected by {caller.actor}.")
         if tokens is None:
             return f"{provider.label} was not connected."
@@ -185,9 +191,13 @@ class ConnectionService:
         action: str,
         message: str,
         started: float,
+        session: AsyncSession | None = None,
         error_reason: str | None = None,
     ) -> None:
-        async with self._database.session() as session:
+        """Append a timeline event, in ``session`` when given (so it commits with the change it records)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(self._database.session())
             await TimelineRepository(session).append(
                 caller.team_id,
                 provider=provider,

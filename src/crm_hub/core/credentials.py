@@ -19,7 +19,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.core.caller import Caller
-from crm_hub.errors import AuthExpired, FailedPrecondition, RefreshRejected
+from crm_hub.errors import AuthExpired, FailedPrecondition, RefreshRejected, VaultError
 from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.providers import CrmProvider, TokenSet
 from crm_hub.storage import (
@@ -49,9 +49,13 @@ class CredentialStore:
         self._notifications = notifications
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def save(self, team_id: str, provider: str, tokens: TokenSet) -> None:
-        async with self._database.session() as session:
+    async def save(self, team_id: str, provider: str, tokens: TokenSet, *, session: AsyncSession | None = None) -> None:
+        """Store the tokens encrypted; in ``session`` when given, so they commit with what else it writes."""
+        if session is not None:
             await CredentialRepository(session).put(team_id, provider, self._seal(team_id, provider, tokens))
+            return
+        async with self._database.session() as own:
+            await CredentialRepository(own).put(team_id, provider, self._seal(team_id, provider, tokens))
 
     async def load(self, team_id: str, provider: str) -> TokenSet:
         """The stored tokens, or FAILED_PRECONDITION when the team has not connected the provider."""
@@ -110,21 +114,27 @@ class CredentialStore:
             logger.info("credentials refreshed", extra={"team": team_id, "provider": provider.name})
             return fresh
 
-    async def delete(self, team_id: str, provider: str) -> TokenSet | None:
-        """Forget the tokens; returns them (for revocation) if there were any."""
-        async with self._database.session() as session:
-            repository = CredentialRepository(session)
-            row = await repository.get(team_id, provider)
-            if row is None:
-                return None
-            tokens = self._open(team_id, provider, row.encrypted)
-            await repository.delete(team_id, provider)
-            return tokens
+    async def forget(self, session: AsyncSession, team_id: str, provider: str) -> TokenSet | None:
+        """Delete the tokens in ``session``; return them for revocation if they can still be opened (after a
+        vault key was lost they cannot: the row goes all the same, and revocation is skipped)."""
+        repository = CredentialRepository(session)
+        row = await repository.get(team_id, provider)
+        if row is None:
+            return None
+        await repository.delete(team_id, provider)
+        try:
+            return self._open(team_id, provider, row.encrypted)
+        except VaultError:
+            logger.warning("stored credentials cannot be decrypted; not revoked", extra={"provider": provider})
+            return None
 
     async def _mark_expired(self, session: AsyncSession, caller: Caller, provider: str, detail: str) -> None:
-        await IntegrationRepository(session).upsert_status(
-            caller.team_id, provider, IntegrationStatus.ERROR, CREDENTIALS_EXPIRED
+        integrations = IntegrationRepository(session)
+        before = await integrations.get(caller.team_id, provider)
+        already = (
+            before is not None and before.status == IntegrationStatus.ERROR and before.error == CREDENTIALS_EXPIRED
         )
+        await integrations.upsert_status(caller.team_id, provider, IntegrationStatus.ERROR, CREDENTIALS_EXPIRED)
         await TimelineRepository(session).append(
             caller.team_id,
             provider=provider,
@@ -136,6 +146,8 @@ class CredentialStore:
             error_reason=RefreshRejected.default_reason,
         )
         await session.commit()  # before the caller's error rolls the session back
+        if already:
+            return  # told once, when it happened: not again for every call that runs into it
         self._notifications.publish(
             Notification(
                 kind="credentials_expired",

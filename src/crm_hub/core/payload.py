@@ -13,7 +13,7 @@ from typing import Any
 from crm_hub.errors import FieldViolation, InvalidArgument
 from crm_hub.providers import CrmField
 
-__all__ = ["build_payload", "coerce_value"]
+__all__ = ["build_payload", "coerce_value", "required_values_missing"]
 
 _TRUE = frozenset({"true", "yes", "y", "1", "on"})
 _FALSE = frozenset({"false", "no", "n", "0", "off"})
@@ -65,9 +65,19 @@ def _as_date(text: str) -> date:
 
 
 def build_payload(
-    lead_fields: Mapping[str, str], mapping: Mapping[str, str], fields: list[CrmField], *, provider_label: str
+    lead_fields: Mapping[str, str],
+    mapping: Mapping[str, str],
+    fields: list[CrmField],
+    *,
+    provider_label: str,
+    check_required: bool = True,
 ) -> dict[str, Any]:
-    """CRM properties for the lead. Empty lead values are left out (sending "" would clear CRM data)."""
+    """CRM properties for the lead. Empty lead values are left out (sending "" would clear CRM data).
+
+    Invalid values are refused (FIELD_VALUE_INVALID). Missing required values too (REQUIRED_FIELD_MISSING),
+    unless ``check_required`` is False: the sync checks them only when it is about to create a contact —
+    updating an existing one does not need them (see ``required_values_missing``).
+    """
     by_name = {field.name: field for field in fields}
     payload: dict[str, Any] = {}
     violations: list[FieldViolation] = []
@@ -87,16 +97,31 @@ def build_payload(
             violations.append(
                 FieldViolation(f"fields[{lead_field}]", f"for {provider_label} field {target!r}: {error}")
             )
-    missing = [f for f in fields if f.required and f.writable and f.name not in payload]
-    for field in missing:
-        feeders = [lead for lead, target in mapping.items() if target == field.name]
-        where = f"fields[{feeders[0]}]" if feeders else "mapping"
-        violations.append(FieldViolation(where, f"{provider_label} requires a value for {field.name!r}"))
     if violations:
-        reason = "REQUIRED_FIELD_MISSING" if len(violations) == len(missing) else "FIELD_VALUE_INVALID"
         raise InvalidArgument(
             "The lead cannot be synced: " + "; ".join(f"{v.field}: {v.description}" for v in violations[:5]) + ".",
-            reason=reason,
+            reason="FIELD_VALUE_INVALID",
             field_violations=violations,
         )
+    if check_required and (missing := required_values_missing(payload, mapping, fields, provider_label=provider_label)):
+        raise missing
     return payload
+
+
+def required_values_missing(
+    payload: Mapping[str, Any], mapping: Mapping[str, str], fields: list[CrmField], *, provider_label: str
+) -> InvalidArgument | None:
+    """The error to raise if a contact were created from ``payload`` without a required field, or None."""
+    violations = []
+    for field in fields:
+        if field.required and field.writable and field.name not in payload:
+            feeders = [lead for lead, target in mapping.items() if target == field.name]
+            where = f"fields[{feeders[0]}]" if feeders else "mapping"
+            violations.append(FieldViolation(where, f"{provider_label} requires a value for {field.name!r}"))
+    if not violations:
+        return None
+    return InvalidArgument(
+        "The lead cannot be synced: " + "; ".join(f"{v.field}: {v.description}" for v in violations[:5]) + ".",
+        reason="REQUIRED_FIELD_MISSING",
+        field_violations=violations,
+    )

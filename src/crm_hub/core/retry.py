@@ -26,6 +26,10 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, ProviderError) and error.retryable
 
 
+def _is_transient_and_unapplied(error: BaseException) -> bool:
+    return _is_transient(error) and isinstance(error, ProviderError) and not error.maybe_applied
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     #: At most this many tries in all (the first one included).
@@ -37,7 +41,9 @@ class RetryPolicy:
     #: Injected by tests to retry without waiting.
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False)
 
-    async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, operation: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
+        """Run ``operation``, retrying transient failures. A call that is not ``idempotent`` (a create) is
+        retried only when the CRM certainly did not carry it out (``maybe_applied`` False): never twice."""
         backoff = wait_exponential_jitter(multiplier=self.initial_backoff, max=self.max_backoff)
 
         def wait(state: RetryCallState) -> float:
@@ -50,7 +56,7 @@ class RetryPolicy:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts) | stop_before_delay(self.deadline_seconds),
             wait=wait,
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(_is_transient if idempotent else _is_transient_and_unapplied),
             sleep=self.sleep,
             reraise=True,
         )

@@ -7,14 +7,17 @@ against the CRM's fields → look up contacts with the lead's email → apply th
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from crm_hub.core.caller import Caller
-from crm_hub.core.credentials import CredentialStore
+from crm_hub.core.credentials import CREDENTIALS_EXPIRED, CredentialStore
 from crm_hub.core.fields import FieldCatalog
-from crm_hub.core.payload import build_payload
+from crm_hub.core.payload import build_payload, required_values_missing
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import (
     AlreadyExists,
@@ -24,10 +27,20 @@ from crm_hub.errors import (
     InvalidArgument,
     ProviderError,
     RateLimited,
+    RefreshRejected,
+    Unavailable,
 )
 from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
 from crm_hub.plugins import PluginHost
-from crm_hub.providers import DUPLICATE_CONTACT, ContactInput, ContactUpdate, CrmProvider, TokenSet, WriteResult
+from crm_hub.providers import (
+    DUPLICATE_CONTACT,
+    ContactInput,
+    ContactUpdate,
+    CrmField,
+    CrmProvider,
+    TokenSet,
+    WriteResult,
+)
 from crm_hub.storage import (
     Database,
     IntegrationRepository,
@@ -60,6 +73,8 @@ class _Plan:
     action: str  # created | updated | skipped | upserted | conflict (dry run of create_new on a match)
     contact_id: str | None
     others: list[str]
+    #: The contacts the lookup found (None when there was no lookup): what a retry checks against.
+    seen: tuple[str, ...] | None = None
 
 
 class ContactWriter:
@@ -79,9 +94,17 @@ class ContactWriter:
         email: str | None,
         policy: str,
         dry_run: bool,
+        *,
+        missing_required: InvalidArgument | None = None,
     ) -> SyncOutcome:
-        """Look up, decide by ``policy`` and (unless ``dry_run``) write. No storage: tokens come in."""
+        """Look up, decide by ``policy`` and (unless ``dry_run``) write. No storage: tokens come in.
+
+        ``missing_required`` is raised if the decision is to create a contact (required values only matter
+        for a new contact), before anything is written.
+        """
         plan = await self._plan(crm, tokens, email, policy, dry_run)
+        if missing_required is not None and plan.action in ("created", "upserted"):
+            raise missing_required
         if dry_run:
             return SyncOutcome(
                 action=_DRY_RUN_ACTIONS[plan.action],
@@ -92,15 +115,16 @@ class ContactWriter:
                 other_contact_ids=plan.others,
             )
         if plan.action == "skipped":
-            return SyncOutcome(
-                action="skipped",
-                message=f"A {crm.label} contact with this email exists; left untouched (policy skip).",
-                payload=payload,
-                dry_run=False,
-                contact_id=plan.contact_id,
-                other_contact_ids=plan.others,
-            )
+            return _skipped(crm, payload, plan.contact_id, plan.others)
         result = await self._write(crm, tokens, payload, email, plan)
+        if result.error is not None and result.error.reason == DUPLICATE_CONTACT and policy != "create_new":
+            # The contact appeared between our lookup and our create (another sync of the same email, here or
+            # in another replica): apply the policy to it rather than failing.
+            existing = result.error.metadata.get("contact_id")
+            if existing and policy == "skip":
+                return _skipped(crm, payload, existing, plan.others)
+            if existing:
+                result = await self._write(crm, tokens, payload, email, _Plan("updated", existing, plan.others))
         if result.error is not None:
             raise _domain_error(crm, result.error)
         action = "created" if result.created else "updated"
@@ -119,43 +143,75 @@ class ContactWriter:
             return _Plan("upserted", None, [])
         if policy == "create_new" and not dry_run:
             return _Plan("created", None, [])
-        matches: list[str] = []
-        if email:
-            found = await self._retry.run(lambda: crm.find_contacts_by_email(tokens, [email]))
-            matches = found.get(email, [])
+        matches = await self._lookup(crm, tokens, email)
         # Deterministic choice among several matches: the provider lists them oldest first.
-        chosen, others = (matches[0], matches[1:]) if matches else (None, [])
+        chosen, others, seen = (matches[0], matches[1:], tuple(matches)) if matches else (None, [], ())
         if chosen is None:
-            return _Plan("created", None, [])
+            return _Plan("created", None, [], seen)
         if policy == "skip":
-            return _Plan("skipped", chosen, others)
+            return _Plan("skipped", chosen, others, seen)
         if policy == "update":
-            return _Plan("updated", chosen, others)
+            return _Plan("updated", chosen, others, seen)
         if crm.capabilities.unique_email:
-            return _Plan("conflict", chosen, others)  # create_new on a dry run: the CRM would refuse a duplicate
-        return _Plan("created", None, matches)  # the CRM takes duplicates: a new contact beside the matches
+            return _Plan("conflict", chosen, others, seen)  # create_new, dry run: the CRM would refuse a duplicate
+        return _Plan("created", None, matches, seen)  # the CRM takes duplicates: a new contact beside the matches
+
+    async def _lookup(self, crm: CrmProvider, tokens: TokenSet, email: str | None) -> list[str]:
+        if not email:
+            return []
+        found = await self._retry.run(lambda: crm.find_contacts_by_email(tokens, [email]))
+        return found.get(email, [])
 
     async def _write(
         self, crm: CrmProvider, tokens: TokenSet, payload: dict[str, Any], email: str | None, plan: _Plan
     ) -> WriteResult:
-        if plan.action == "upserted":
-            results = await self._retry.run(
-                lambda: crm.upsert_contacts_by_email(tokens, [ContactInput(properties=payload, email=email)])
-            )
-        elif plan.action == "updated":
-            assert plan.contact_id is not None
-            results = await self._retry.run(
-                lambda: crm.update_contacts(
-                    tokens, [ContactUpdate(contact_id=plan.contact_id or "", properties=payload)]
-                )
-            )
-        else:
-            results = await self._retry.run(
-                lambda: crm.create_contacts(tokens, [ContactInput(properties=payload, email=email)])
-            )
-        if len(results) != 1:
-            raise ProviderError(f"{crm.label} returned {len(results)} results for one record.", provider=crm.name)
-        return results[0]
+        contact = ContactInput(properties=payload, email=email)
+        if plan.action == "upserted":  # idempotent: upserting twice by email leaves one contact
+            return _one(crm, await self._retry.run(lambda: crm.upsert_contacts_by_email(tokens, [contact])))
+        if plan.action == "updated":  # idempotent: the same values set twice
+            update = ContactUpdate(contact_id=plan.contact_id or "", properties=payload)
+            result = _one(crm, await self._retry.run(lambda: crm.update_contacts(tokens, [update])))
+            if result.error is None or result.error.reason != "NOT_FOUND":
+                return result
+            # Deleted in the CRM since our lookup: the update policy then creates it anew.
+        return await self._create(crm, tokens, contact, plan)
+
+    async def _create(self, crm: CrmProvider, tokens: TokenSet, contact: ContactInput, plan: _Plan) -> WriteResult:
+        """Create, never twice: a failure after which the contact may exist is checked by email, not retried."""
+        try:
+            return _one(crm, await self._retry.run(lambda: crm.create_contacts(tokens, [contact]), idempotent=False))
+        except ProviderError as error:
+            if not (error.retryable and error.maybe_applied):
+                raise
+            if plan.seen is None or not contact.email:
+                raise Unavailable(
+                    f"{crm.label} failed while creating the contact ({error.message}); it may or may not have been "
+                    "created — check before syncing again.",
+                    provider=crm.name,
+                    reason="WRITE_OUTCOME_UNKNOWN",
+                ) from error
+            appeared = [cid for cid in await self._lookup(crm, tokens, contact.email) if cid not in plan.seen]
+            if appeared:
+                return WriteResult(contact_id=appeared[0], created=True)  # the lost answer's contact
+            # Nothing was written: one more try is safe.
+            return _one(crm, await self._retry.run(lambda: crm.create_contacts(tokens, [contact]), idempotent=False))
+
+
+def _one(crm: CrmProvider, results: list[WriteResult]) -> WriteResult:
+    if len(results) != 1:
+        raise ProviderError(f"{crm.label} returned {len(results)} results for one record.", provider=crm.name)
+    return results[0]
+
+
+def _skipped(crm: CrmProvider, payload: dict[str, Any], contact_id: str | None, others: list[str]) -> SyncOutcome:
+    return SyncOutcome(
+        action="skipped",
+        message=f"A {crm.label} contact with this email exists; left untouched (policy skip).",
+        payload=payload,
+        dry_run=False,
+        contact_id=contact_id,
+        other_contact_ids=others,
+    )
 
 
 class SyncEngine:
@@ -174,6 +230,10 @@ class SyncEngine:
         self._catalog = catalog
         self._notifications = notifications
         self._writer = ContactWriter(retry)
+        # Weak values: a lock lives only while a sync holds or waits for it, so the map does not grow.
+        self._contact_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def sync_lead(
         self,
@@ -207,6 +267,13 @@ class SyncEngine:
                 reason="PROVIDER_NOT_CONNECTED",
                 metadata={"provider": crm.name},
             )
+        if integration.status == IntegrationStatus.ERROR and integration.error == CREDENTIALS_EXPIRED:
+            # The refresh token was refused: every call would fail the same way until an admin reconnects.
+            raise FailedPrecondition(
+                f"{crm.label} credentials expired; an admin must reconnect the integration.",
+                reason=RefreshRejected.default_reason,
+                metadata={"provider": crm.name},
+            )
         mapping: dict[str, str] = dict(integration.settings.get("mapping") or {})
         if not mapping:
             raise FailedPrecondition(
@@ -216,11 +283,18 @@ class SyncEngine:
             )
         try:
             fields = await self._catalog.fields_of(caller, crm)
-            payload = build_payload(lead.fields, mapping, fields, provider_label=crm.label)
-            email = (lead.fields.get("email") or "").strip().lower() or None
-            outcome = await self._credentials.call(
-                caller, crm, lambda tokens: self._writer.apply(crm, tokens, payload, email, policy, dry_run)
-            )
+            payload = build_payload(lead.fields, mapping, fields, provider_label=crm.label, check_required=False)
+            missing = required_values_missing(payload, mapping, fields, provider_label=crm.label)
+            email = _identity_email(payload, fields, lead.fields)
+            # One sync per contact at a time in this process: two syncs of one email must not both create it.
+            async with self._contact_locks.setdefault((caller.team_id, crm.name, email or lead.id), asyncio.Lock()):
+                outcome = await self._credentials.call(
+                    caller,
+                    crm,
+                    lambda tokens: self._writer.apply(
+                        crm, tokens, payload, email, policy, dry_run, missing_required=missing
+                    ),
+                )
         except CrmHubError as error:
             await self._record(caller, crm.name, lead.id, started, dry_run, failure=error, shown=integration.error)
             if not dry_run:
@@ -291,6 +365,16 @@ class SyncEngine:
             if isinstance(failure, RateLimited) and not failure.retryable:
                 # A quota that waiting seconds won't restore (a daily API limit): status must say so.
                 await integrations.upsert_status(caller.team_id, provider, IntegrationStatus.CONNECTED, failure.message)
+
+
+def _identity_email(payload: dict[str, Any], fields: list[CrmField], lead_fields: Mapping[str, str]) -> str | None:
+    """The email duplicates are matched by: the value mapped onto the CRM's email field (whatever the lead
+    calls it), else the lead's own ``email`` field. Lowercased, as providers key their answers."""
+    by_name = {field.name: field for field in fields}
+    mapped = [value for name, value in payload.items() if by_name[name].type == "email" and name.lower() == "email"]
+    mapped = mapped or [value for name, value in payload.items() if by_name[name].type == "email"]
+    email = str(mapped[0]) if mapped else lead_fields.get("email", "")
+    return email.strip().lower() or None
 
 
 def _domain_error(crm: CrmProvider, error: ProviderError) -> CrmHubError:

@@ -107,3 +107,12 @@ def test_the_rpc_layer_has_no_sql_and_no_http() -> None:
 def test_the_provider_contract_depends_on_nothing_but_errors() -> None:
     internal = {n for n in imports_of(SOURCE / "providers.py") if n.startswith("crm_hub")}
     assert internal == {"crm_hub.errors"}
+
+
+def test_a_fake_crm_imports_without_pytest() -> None:
+    # Fakes run outside tests too (crm-hub up --sandbox): their toolkit must not need pytest.
+    script = "import json, sys\nimport crm_hub.testing.fakes\nprint(json.dumps(sorted(sys.modules)))\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)  # noqa: S603
+    loaded = json.loads(result.stdout)
+    assert "crm_hub.testing.fakes" in loaded
+    assert [name for name in loaded if name.split(".")[0] in {"pytest", "_pytest", "pytest_asyncio"}] == []

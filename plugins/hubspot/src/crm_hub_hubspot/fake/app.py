@@ -16,7 +16,6 @@ Where crm-apis.md is silent the fake picks a plausible behaviour and says so her
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import itertools
@@ -29,11 +28,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from crm_hub.providers import TokenSet
+from crm_hub.testing.fakes import AuthorizationCode, Call, FakeCrm, Fault
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -68,16 +68,6 @@ Limiter = Literal["api", "search"]
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class Call(NamedTuple):
-    """One request the fake received. ``status`` is None while it runs (or if the client gave up)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    status: int | None
-
-
 @dataclass
 class FakeContact:
     """A stored contact; every property value is a string."""
@@ -92,26 +82,6 @@ class FakeContact:
     @property
     def email(self) -> str:
         return self.properties.get("email", "")
-
-
-@dataclass
-class _Fault:
-    kind: Literal["fail", "delay"]
-    remaining: int
-    path: str | None
-    status: int = 500
-    retry_after: float | None = None
-    body: Any = None
-    delay: float = 0.0
-    skip: int = 0
-
-
-@dataclass
-class _AuthCode:
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    code_challenge: str | None
-    expires_at: float
 
 
 @dataclass
@@ -141,8 +111,14 @@ class _Window:
         return max(self.limit - len(self.times), 0)
 
 
-class FakeHubSpot:
-    """A fake HubSpot account. ``app`` is the ASGI app; everything else is for tests to look and poke."""
+class FakeHubSpot(FakeCrm):
+    """A fake HubSpot account. ``app`` is the ASGI app; everything else is for tests to look and poke.
+
+    ``calls``, ``count``, ``calls_to``, ``fail_next`` and ``timeout_next`` come from
+    ``crm_hub.testing.fakes.FakeCrm``; failures get HubSpot's body for their status (``fault_response``).
+    """
+
+    label: ClassVar[str] = "fake HubSpot"
 
     def __init__(
         self,
@@ -162,9 +138,7 @@ class FakeHubSpot:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``clock`` (seconds) drives token expiry, rate windows and the search index delay."""
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.redirect_uri = redirect_uri
+        super().__init__(client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri)
         self.access_token_ttl = access_token_ttl
         self.search_index_delay = search_index_delay
         self.hub_id = hub_id
@@ -175,29 +149,16 @@ class FakeHubSpot:
         self.consent = True
         self.properties: dict[str, dict[str, Any]] = {str(p["name"]): dict(p) for p in properties}
         self.contacts: dict[str, FakeContact] = {}
-        self.calls: list[Call] = []
-        self.auth_codes: dict[str, _AuthCode] = {}
+        self.auth_codes: dict[str, AuthorizationCode] = {}
         self.access_tokens: dict[str, _AccessToken] = {}
         #: Live refresh tokens and the scopes they grant.
         self.refresh_tokens: dict[str, tuple[str, ...]] = {}
         self._ids = itertools.count(first_contact_id)
-        self._faults: list[_Fault] = []
         self._api_window = _Window(rate_limit, rate_limit_interval)
         self._search_window = _Window(search_rate_limit, 1.0)
-        self.app = Starlette(routes=self._routes())
+        self.app: Starlette = Starlette(routes=self._routes())
 
     # -- what tests look at ------------------------------------------------------------------------
-
-    def count(self, path_prefix: str = "", method: str | None = None) -> int:
-        """How many requests hit a path starting with ``path_prefix`` (and ``method``, if given)."""
-        return len(self.calls_to(path_prefix, method))
-
-    def calls_to(self, path_prefix: str = "", method: str | None = None) -> list[Call]:
-        return [
-            call
-            for call in self.calls
-            if call.path.startswith(path_prefix) and (method is None or call.method == method.upper())
-        ]
 
     def write_calls(self) -> list[Call]:
         """Requests that can change contacts (creates, updates, upserts), not reads, searches or OAuth."""
@@ -212,24 +173,6 @@ class FakeHubSpot:
         return next((c for c in self.contacts.values() if not c.archived and c.email == wanted), None)
 
     # -- what tests poke -------------------------------------------------------------------------------
-
-    def fail_next(
-        self,
-        n: int = 1,
-        *,
-        status: int = 500,
-        retry_after: float | None = None,
-        body: Any = None,
-        path: str | None = None,
-        skip: int = 0,
-    ) -> None:
-        """Answer the next ``n`` requests (under ``path``, if given; after letting ``skip`` of them through)
-        with ``status`` and HubSpot's body for it (or ``body``), plus ``Retry-After`` if ``retry_after``."""
-        self._faults.append(_Fault("fail", n, path, status=status, retry_after=retry_after, body=body, skip=skip))
-
-    def timeout_next(self, n: int = 1, *, delay: float = 30.0, path: str | None = None, skip: int = 0) -> None:
-        """Hold the next ``n`` requests for ``delay`` seconds (real time) before answering them normally."""
-        self._faults.append(_Fault("delay", n, path, delay=delay, skip=skip))
 
     def expire_tokens(self) -> None:
         """Every access token issued so far expires now (the next API call gets 401 EXPIRED_AUTHENTICATION)."""
@@ -292,10 +235,10 @@ class FakeHubSpot:
     def _routes(self) -> list[Route]:
         api = self._api_endpoint
         return [
-            Route("/oauth/authorize", self._recorded(self._authorize), methods=["GET"]),
-            Route("/oauth/v1/token", self._recorded(self._token), methods=["POST"]),
-            Route("/oauth/v3/token", self._recorded(self._token), methods=["POST"]),
-            Route("/oauth/v1/refresh-tokens/{token}", self._recorded(self._revoke), methods=["DELETE"]),
+            Route("/oauth/authorize", self.recorded(self._authorize), methods=["GET"]),
+            Route("/oauth/v1/token", self.recorded(self._token), methods=["POST"]),
+            Route("/oauth/v3/token", self.recorded(self._token), methods=["POST"]),
+            Route("/oauth/v1/refresh-tokens/{token}", self.recorded(self._revoke), methods=["DELETE"]),
             Route("/crm/v3/properties/contacts", api(self._list_properties, _SCHEMA), methods=["GET"]),
             Route(f"{_CONTACTS}/batch/read", api(self._batch_read, _READ), methods=["POST"]),
             Route(f"{_CONTACTS}/batch/create", api(self._batch_create, _WRITE), methods=["POST"]),
@@ -307,25 +250,10 @@ class FakeHubSpot:
             Route(f"{_CONTACTS}/{{contact_id}}", api(self._update_contact, _WRITE), methods=["PATCH"]),
             Route(
                 "/{path:path}",
-                self._recorded(self._unknown_path),
+                self.recorded(self._unknown_path),
                 methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
             ),
         ]
-
-    def _recorded(self, handler: Handler) -> Handler:
-        """Record the call, apply injected faults, then answer."""
-
-        async def endpoint(request: Request) -> Response:
-            raw = await request.body()
-            index = len(self.calls)
-            self.calls.append(
-                Call(request.method, request.url.path, dict(request.query_params), _parse_body(request, raw), None)
-            )
-            response = await self._injected_fault(request) or await handler(request)
-            self.calls[index] = self.calls[index]._replace(status=response.status_code)
-            return response
-
-        return endpoint
 
     def _api_endpoint(self, handler: Handler, scope: str, *, limiter: Limiter = "api") -> Handler:
         """A CRM API route: bearer token, scope, then the account's rate limit."""
@@ -347,7 +275,7 @@ class FakeHubSpot:
             response.headers.update(self._rate_limit_headers())
             return response
 
-        return self._recorded(guarded)
+        return self.recorded(guarded)
 
     def _rate_limit_headers(self) -> dict[str, str]:
         return {
@@ -356,23 +284,9 @@ class FakeHubSpot:
             "X-HubSpot-RateLimit-Remaining": str(self._api_window.remaining()),
         }
 
-    async def _injected_fault(self, request: Request) -> Response | None:
-        """At most one delay, then at most one failure, each from the oldest matching injection."""
-        delay = self._take_fault("delay", request.url.path)
-        if delay is not None:
-            await asyncio.sleep(delay.delay)
-        failure = self._take_fault("fail", request.url.path)
-        return _failure(failure) if failure is not None else None
-
-    def _take_fault(self, kind: str, path: str) -> _Fault | None:
-        fault = next((f for f in self._faults if f.kind == kind and _fault_applies(f, path)), None)
-        if fault is not None and fault.skip > 0:
-            fault.skip -= 1
-            return None
-        if fault is not None:
-            fault.remaining -= 1
-            self._faults = [f for f in self._faults if f.remaining > 0]
-        return fault
+    def fault_response(self, fault: Fault) -> Response:
+        """HubSpot's answer for the injected status (or ``fault.body``), plus ``Retry-After`` if set."""
+        return _failure(fault)
 
     def _authenticate(self, request: Request, scope: str) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -426,7 +340,7 @@ class FakeHubSpot:
         if not self.consent:
             return _redirect_error(redirect_uri, state, "access_denied", "The user declined to connect the app.")
         code = str(uuid.uuid4())
-        self.auth_codes[code] = _AuthCode(redirect_uri, requested, challenge, self.clock() + _CODE_TTL)
+        self.auth_codes[code] = AuthorizationCode(redirect_uri, requested, challenge, self.clock() + _CODE_TTL)
         query = {"code": code} | ({"state": state} if state is not None else {})
         return RedirectResponse(f"{redirect_uri}{'&' if '?' in redirect_uri else '?'}{urlencode(query)}", 302)
 
@@ -827,8 +741,8 @@ def _batch_answer(
     return JSONResponse(body, 207 if errors else success_status)
 
 
-def _failure(fault: _Fault) -> Response:
-    headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+def _failure(fault: Fault) -> Response:
+    headers = fault.headers
     if fault.body is not None:
         content = fault.body if isinstance(fault.body, str | bytes) else json.dumps(fault.body)
         return Response(content, fault.status, headers=headers, media_type="application/json")
@@ -856,18 +770,6 @@ def _failure(fault: _Fault) -> Response:
 
 
 # -- parsing and matching ---------------------------------------------------------------------------------
-
-
-def _parse_body(request: Request, raw: bytes) -> Any:
-    if not raw:
-        return None
-    content_type = request.headers.get("content-type", "")
-    if "application/x-www-form-urlencoded" in content_type:
-        return dict(parse_qsl(raw.decode("utf-8", "replace")))
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace")
 
 
 async def _json_object(request: Request) -> dict[str, Any] | Response:
@@ -903,10 +805,6 @@ def _properties_of(body: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _fault_applies(fault: _Fault, path: str) -> bool:
-    return fault.remaining > 0 and (fault.path is None or path.startswith(fault.path))
 
 
 def _s256(verifier: str) -> str:

@@ -1,67 +1,12 @@
-"""Serving a FakeHubSpot on a real socket with uvicorn: in a running event loop, or as a process."""
+"""Serving a FakeHubSpot on a real socket with uvicorn: in a running event loop, or as a process.
+
+These are ``crm_hub.testing.fakes``'s functions: ``serving(fake)`` yields the base URL
+(``http://127.0.0.1:PORT``; port 0 picks a free one), ``serve_forever(fake)`` prints
+``fake HubSpot listening on URL`` and serves until interrupted, and ``bind`` makes the listening socket.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import uvicorn
-
-from crm_hub_hubspot.fake.app import FakeHubSpot
+from crm_hub.testing.fakes import bind, serve_forever, serving
 
 __all__ = ["bind", "serve_forever", "serving"]
-
-
-def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    """A listening TCP socket; port 0 picks a free one (read it from ``getsockname()``)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
-
-
-def _server(fake: FakeHubSpot, log_level: str) -> uvicorn.Server:
-    config = uvicorn.Config(
-        fake.app,
-        log_level=log_level,
-        access_log=False,
-        lifespan="off",
-        # Requests held by timeout_next() must not hold up shutdown for long.
-        timeout_graceful_shutdown=1,
-    )
-    return uvicorn.Server(config)
-
-
-@asynccontextmanager
-async def serving(fake: FakeHubSpot, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve ``fake`` in the current event loop; yields its base URL (``http://127.0.0.1:PORT``)."""
-    sock = bind(host, port)
-    server = _server(fake, "warning")
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises what stopped the server
-                raise RuntimeError("the fake HubSpot server stopped before it started")
-            await asyncio.sleep(0.01)
-        yield _url(host, sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-def serve_forever(fake: FakeHubSpot, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "info") -> None:
-    """Serve until interrupted, printing ``listening on URL`` once the socket accepts connections."""
-    sock = bind(host, port)
-    print(f"fake HubSpot listening on {_url(host, sock.getsockname()[1])}", flush=True)
-    asyncio.run(_server(fake, log_level).serve(sockets=[sock]))

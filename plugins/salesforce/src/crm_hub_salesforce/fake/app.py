@@ -40,7 +40,6 @@ Where crm-apis.md is silent the fake picks a plausible behaviour and says so her
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import hashlib
@@ -53,9 +52,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from crm_hub.testing.fakes import AuthorizationCode, Call, FakeCrm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -84,37 +84,6 @@ _SESSION_INVALID = "Session expired or invalid"
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class Call(NamedTuple):
-    """One request the fake received. ``status`` is None while it runs (or if the client gave up)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    status: int | None
-    host: str
-
-
-@dataclass
-class _Fault:
-    kind: Literal["fail", "delay"]
-    remaining: int
-    path: str | None
-    status: int = 500
-    body: Any = None
-    retry_after: float | None = None
-    delay: float = 0.0
-    skip: int = 0
-
-
-@dataclass
-class _AuthCode:
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    code_challenge: str | None
-    expires_at: float
-
-
 @dataclass
 class _Session:
     chain: str | None
@@ -137,8 +106,16 @@ class _SaveOutcome:
     errors: list[RecordError] = field(default_factory=list)
 
 
-class FakeSalesforce:
-    """A fake Salesforce org. ``app`` is the ASGI app; everything else is for tests to look and poke."""
+class FakeSalesforce(FakeCrm):
+    """A fake Salesforce org. ``app`` is the ASGI app; everything else is for tests to look and poke.
+
+    ``calls``, ``count``, ``calls_to`` and ``timeout_next`` come from ``crm_hub.testing.fakes.FakeCrm``;
+    ``fail_next`` answers with Salesforce's error array. Serving it (``serving``) makes the socket its
+    ``instance_url`` (``served_at``).
+    """
+
+    label: ClassVar[str] = "fake Salesforce"
+    keep_blank_form_values: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -158,9 +135,7 @@ class FakeSalesforce:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``clock`` (seconds) drives session expiry, code expiry, the daily allocation and CreatedDate."""
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.redirect_uri = redirect_uri
+        super().__init__(client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri)
         #: Where API calls must go; ``serving()`` points it at the socket it serves on.
         self.instance_url = instance_url.rstrip("/")
         self.rotate_refresh_tokens = rotate_refresh_tokens
@@ -177,31 +152,18 @@ class FakeSalesforce:
         self._fields_by_lower = {str(described["name"]).lower(): described for described in self.fields}
         #: Contacts by 18-character id; each maps every describe field name to its value.
         self.contacts: dict[str, dict[str, Any]] = {}
-        self.calls: list[Call] = []
-        self.auth_codes: dict[str, _AuthCode] = {}
+        self.auth_codes: dict[str, AuthorizationCode] = {}
         self.sessions: dict[str, _Session] = {}
         self.refresh_tokens: dict[str, _RefreshToken] = {}
         self.revoked_chains: set[str] = set()
         self.org_id = make_id("00D", 7_340_021)
         self.user_id = make_id("005", 1_048_583)
         self._contact_numbers = itertools.count(13_000_000)
-        self._faults: list[_Fault] = []
         self._api_calls: deque[float] = deque()
         self._cursors: dict[str, list[dict[str, Any]]] = {}
-        self.app = Starlette(routes=self._routes())
+        self.app: Starlette = Starlette(routes=self._routes())
 
     # -- what tests look at ------------------------------------------------------------------------
-
-    def count(self, path_prefix: str = "", method: str | None = None) -> int:
-        """How many requests hit a path starting with ``path_prefix`` (and ``method``, if given)."""
-        return len(self.calls_to(path_prefix, method))
-
-    def calls_to(self, path_prefix: str = "", method: str | None = None) -> list[Call]:
-        return [
-            call
-            for call in self.calls
-            if call.path.startswith(path_prefix) and (method is None or call.method == method.upper())
-        ]
 
     def api_calls(self) -> list[Call]:
         """Requests to the REST API (``/services/data/…``), not OAuth."""
@@ -253,11 +215,7 @@ class FakeSalesforce:
         if body is None:
             default_code, default_message = _DEFAULT_FAULTS.get(status, ("UNKNOWN_EXCEPTION", f"HTTP {status}"))
             body = [{"message": message or default_message, "errorCode": error_code or default_code}]
-        self._faults.append(_Fault("fail", n, path, status=status, body=body, retry_after=retry_after, skip=skip))
-
-    def timeout_next(self, n: int = 1, *, delay: float = 30.0, path: str | None = None, skip: int = 0) -> None:
-        """Hold the next ``n`` requests for ``delay`` seconds (real time) before answering them normally."""
-        self._faults.append(_Fault("delay", n, path, delay=delay, skip=skip))
+        super().fail_next(n, status=status, retry_after=retry_after, body=body, path=path, skip=skip)
 
     def expire_sessions(self) -> None:
         """Every session (access token) issued so far ends now: the next API call gets 401 INVALID_SESSION_ID."""
@@ -297,9 +255,9 @@ class FakeSalesforce:
         data = "/services/data/{version}"
         every_method = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
         return [
-            Route("/services/oauth2/authorize", self._recorded(self._authorize), methods=["GET"]),
-            Route("/services/oauth2/token", self._recorded(self._token), methods=["POST"]),
-            Route("/services/oauth2/revoke", self._recorded(self._revoke), methods=["POST"]),
+            Route("/services/oauth2/authorize", self.recorded(self._authorize), methods=["GET"]),
+            Route("/services/oauth2/token", self.recorded(self._token), methods=["POST"]),
+            Route("/services/oauth2/revoke", self.recorded(self._revoke), methods=["POST"]),
             Route(f"{data}/sobjects/{{sobject}}/describe", api(self._describe), methods=["GET"]),
             Route(f"{data}/sobjects/{{sobject}}", api(self._create_one), methods=["POST"]),
             Route(f"{data}/sobjects/{{sobject}}/{{record_id}}", api(self._get_one), methods=["GET"]),
@@ -310,32 +268,18 @@ class FakeSalesforce:
             Route(f"{data}/composite/sobjects", api(self._collection_create), methods=["POST"]),
             Route(f"{data}/composite/sobjects", api(self._collection_update), methods=["PATCH"]),
             Route(f"{data}/{{path:path}}", api(self._not_found), methods=every_method),
-            Route("/{path:path}", self._recorded(self._not_found), methods=every_method),
+            Route("/{path:path}", self.recorded(self._not_found), methods=every_method),
         ]
 
-    def _recorded(self, handler: Handler) -> Handler:
-        """Record the call, apply injected faults, then answer."""
+    def served_at(self, base_url: str) -> None:
+        """Served on a socket: it is both the login host and the instance host, so the token answer sends
+        clients back to it."""
+        self.instance_url = base_url
 
-        async def endpoint(request: Request) -> Response:
-            raw = await request.body()
-            index = len(self.calls)
-            self.calls.append(
-                Call(
-                    request.method,
-                    request.url.path,
-                    dict(request.query_params),
-                    _parse_body(request, raw),
-                    None,
-                    request.url.netloc,
-                )
-            )
-            response = await self._injected_fault(request) or await handler(request)
-            if request.url.path.startswith(_DATA):
-                response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_usage}/{self.daily_limit}"
-            self.calls[index] = self.calls[index]._replace(status=response.status_code)
-            return response
-
-        return endpoint
+    def answered(self, request: Request, response: Response) -> None:
+        """Every API answer, failures included, reports the daily allocation's use."""
+        if request.url.path.startswith(_DATA):
+            response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_usage}/{self.daily_limit}"
 
     def _api_endpoint(self, handler: Handler) -> Handler:
         """A REST API route: the instance host, a live session, the daily allocation, then the handler."""
@@ -359,7 +303,7 @@ class FakeSalesforce:
             except RequestError as error:
                 return _errors(error.status, error.code, error.message)
 
-        return self._recorded(guarded)
+        return self.recorded(guarded)
 
     def _session(self, request: Request, now: float) -> _Session | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -376,33 +320,6 @@ class FakeSalesforce:
     def _prune_usage(self, now: float) -> None:
         while self._api_calls and self._api_calls[0] <= now - _DAY:
             self._api_calls.popleft()
-
-    async def _injected_fault(self, request: Request) -> Response | None:
-        """At most one delay, then at most one failure, each from the oldest matching injection."""
-        delay = self._take_fault("delay", request.url.path)
-        if delay is not None:
-            await asyncio.sleep(delay.delay)
-        failure = self._take_fault("fail", request.url.path)
-        if failure is None:
-            return None
-        headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else None
-        return JSONResponse(failure.body, status_code=failure.status, headers=headers)
-
-    def _take_fault(self, kind: str, path: str) -> _Fault | None:
-        for fault in self._faults:
-            if (
-                fault.kind != kind
-                or fault.remaining <= 0
-                or (fault.path is not None and not path.startswith(fault.path))
-            ):
-                continue
-            if fault.skip > 0:
-                fault.skip -= 1
-                return None
-            fault.remaining -= 1
-            self._faults = [f for f in self._faults if f.remaining > 0]
-            return fault
-        return None
 
     # -- OAuth ------------------------------------------------------------------------------------------
 
@@ -437,7 +354,7 @@ class FakeSalesforce:
         if not self.consent:
             return back(error="access_denied", error_description="end-user denied authorization")
         code = "aPrx" + secrets.token_urlsafe(32)
-        self.auth_codes[code] = _AuthCode(redirect_uri, scopes, challenge or None, self.clock() + _CODE_TTL)
+        self.auth_codes[code] = AuthorizationCode(redirect_uri, scopes, challenge or None, self.clock() + _CODE_TTL)
         return back(code=code)
 
     async def _token(self, request: Request) -> Response:
@@ -898,15 +815,3 @@ async def _json(request: Request) -> Any:
         return json.loads(raw) if raw else None
     except ValueError:
         raise RequestError("JSON_PARSER_ERROR", "Unexpected character in the request body") from None
-
-
-def _parse_body(request: Request, raw: bytes) -> Any:
-    if not raw:
-        return None
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace")

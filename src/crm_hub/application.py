@@ -63,7 +63,7 @@ class Application:
         )
         notifications = NotificationDispatcher(plugins.notifiers())
         credentials = CredentialStore(database, vault, notifications)
-        fields = FieldCatalog(database, plugins, credentials)
+        fields = FieldCatalog(database, plugins, credentials, retry=retry)
         return cls(
             settings=settings,
             database=database,

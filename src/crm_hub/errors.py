@@ -15,6 +15,7 @@
         ├── RefreshRejected          the refresh token was refused (invalid_grant): reconnect needed
         ├── RateLimited              429 and friends: retry after `retry_after` seconds
         ├── Rejected                 the CRM refused the data (validation, duplicates): never retried
+        ├── AccessDenied             the CRM refuses the connection as set up (client, scopes, permissions)
         └── Unavailable              5xx, timeouts, connection errors: retried with backoff
 
 The mapping onto gRPC status codes lives in one place: ``crm_hub.rpc.errors``.
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AccessDenied",
     "AlreadyExists",
     "AuthExpired",
     "ConfigurationError",
@@ -164,6 +166,13 @@ class RateLimited(ProviderError):
 
 class Rejected(ProviderError):
     default_reason = "REJECTED"
+
+
+class AccessDenied(ProviderError):
+    """The CRM refuses this connection as it is set up — the service's OAuth client, the granted scopes, the
+    user's permissions, the org's instance: an admin must fix the integration; other data won't help."""
+
+    default_reason = "CRM_ACCESS_DENIED"
 
 
 class Unavailable(ProviderError):

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from crm_hub.errors import AuthExpired, RateLimited, Rejected, Unavailable
+from crm_hub.errors import AccessDenied, AuthExpired, RateLimited, Rejected, Unavailable
 from crm_hub.providers import ContactInput, TokenSet
 from hubspot_support import CLIENT_SECRET
 
@@ -136,7 +136,7 @@ async def test_a_refused_connection_is_unavailable(settings: HubSpotSettings, to
 async def test_missing_scopes_are_rejected_asking_for_a_reconnect(provider: HubSpotProvider, fake: FakeHubSpot) -> None:
     read_only = TokenSet(access_token=fake.grant_tokens(scopes=["crm.objects.contacts.read"])["access_token"])
 
-    with pytest.raises(Rejected) as refused:
+    with pytest.raises(AccessDenied) as refused:
         await provider.list_fields(read_only)
 
     assert refused.value.reason == "MISSING_SCOPES"

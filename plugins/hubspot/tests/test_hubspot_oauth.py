@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from crm_hub.errors import RefreshRejected, Rejected
+from crm_hub.errors import AccessDenied, RefreshRejected, Rejected
 from crm_hub.providers import TokenSet
 from hubspot_support import CLIENT_ID, REDIRECT_URL, FakeClock, s256
 
@@ -171,7 +171,7 @@ async def test_a_wrong_client_secret_is_a_configuration_problem_and_never_quoted
     wrong = HubSpotSettings(client_id=CLIENT_ID, client_secret="not-the-secret", redirect_url=REDIRECT_URL)
     provider = HubSpotProvider(settings=wrong, transport=httpx.ASGITransport(fake.app))
     try:
-        with pytest.raises(Rejected) as refused:
+        with pytest.raises(AccessDenied) as refused:
             await provider.refresh(tokens)
     finally:
         await provider.aclose()

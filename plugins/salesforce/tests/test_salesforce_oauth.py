@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from crm_hub.errors import AuthExpired, ConfigurationError, RefreshRejected, Rejected
+from crm_hub.errors import AccessDenied, AuthExpired, ConfigurationError, RefreshRejected, Rejected
 from crm_hub.providers import TokenSet
 from salesforce_support import (
     API,
@@ -167,7 +167,7 @@ async def test_a_wrong_client_secret_is_a_configuration_problem_not_a_bad_code(
     try:
         verifier, challenge = pkce_pair()
         answer = await consent(fake, provider.authorization_url(state="s", code_challenge=challenge))
-        with pytest.raises(Rejected) as caught:
+        with pytest.raises(AccessDenied) as caught:
             await provider.exchange_code(code=answer["code"], code_verifier=verifier)
     finally:
         await provider.aclose()

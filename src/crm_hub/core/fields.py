@@ -8,7 +8,8 @@ from collections.abc import Mapping
 
 from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CredentialStore
-from crm_hub.errors import FieldViolation, MappingInvalid, NotFound
+from crm_hub.core.retry import RetryPolicy
+from crm_hub.errors import FailedPrecondition, FieldViolation, MappingInvalid
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, CrmProvider, FieldType
 from crm_hub.storage import Database, IntegrationRepository
@@ -36,11 +37,13 @@ class FieldCatalog:
         credentials: CredentialStore,
         *,
         cache_seconds: float = FIELDS_CACHE_SECONDS,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._database = database
         self._plugins = plugins
         self._credentials = credentials
         self._cache_seconds = cache_seconds
+        self._retry = retry or RetryPolicy()
         self._cache: dict[tuple[str, str], tuple[float, list[CrmField]]] = {}
 
     async def list_fields(self, caller: Caller, kind: str) -> list[CrmField]:
@@ -53,7 +56,9 @@ class FieldCatalog:
         cached = self._cache.get(key)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        fields = await self._credentials.call(caller, provider, provider.list_fields)
+        fields = await self._credentials.call(
+            caller, provider, lambda tokens: self._retry.run(lambda: provider.list_fields(tokens))
+        )
         self._cache[key] = (time.monotonic() + self._cache_seconds, fields)
         return fields
 
@@ -78,7 +83,9 @@ class FieldCatalog:
             repository = IntegrationRepository(session)
             integration = await repository.get(caller.team_id, provider.name)
             if integration is None:
-                raise NotFound(f"The {provider.name} integration was never connected.", reason="PROVIDER_NOT_CONNECTED")
+                raise FailedPrecondition(
+                    f"The {provider.name} integration was never connected.", reason="PROVIDER_NOT_CONNECTED"
+                )
             await repository.save_settings(
                 caller.team_id, provider.name, {**integration.settings, "mapping": dict(mapping)}
             )

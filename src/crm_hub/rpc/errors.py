@@ -30,6 +30,7 @@ _STATUS_CODES: tuple[tuple[type[errors.CrmHubError], grpc.StatusCode], ...] = (
     (errors.AuthExpired, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Rejected, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.AccessDenied, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
     (errors.VaultError, grpc.StatusCode.INTERNAL),
@@ -50,9 +51,15 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def to_grpc_status(error: errors.CrmHubError) -> grpc.Status:
-    """A grpc.Status whose trailing metadata carries the rich details (grpc-status-details-bin)."""
+def to_grpc_status(error: errors.CrmHubError, *, request_id: str = "") -> grpc.Status:
+    """A grpc.Status whose trailing metadata carries the rich details (grpc-status-details-bin).
+
+    INTERNAL errors (a ciphertext that won't open, a misconfiguration) say nothing beyond their reason: their
+    messages are for the operator's log, not the caller (key ids, file paths).
+    """
     code = status_code_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        error = errors.CrmHubError(f"Internal error; quote request id {request_id}.", reason=error.reason)
     details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
     if error.field_violations:
         details.append(

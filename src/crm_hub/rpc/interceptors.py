@@ -64,15 +64,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override]  # returning None means "no such method"
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES) or handler.unary_unary is None:
+        if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
+        if handler.unary_unary is None:
+            return None  # fail closed: a streaming RPC would bypass authentication here (UNIMPLEMENTED)
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(method, handler.unary_unary),  # type: ignore[arg-type]  # aio handlers are coroutines
             request_deserializer=handler.request_deserializer,
@@ -100,7 +102,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                     return response
                 except CrmHubError as error:
                     code = status_code_for(error)
-                    status = to_grpc_status(error)
+                    status = to_grpc_status(error, request_id=request_id)
+                    if code is grpc.StatusCode.INTERNAL:
+                        logger.error(
+                            "internal error",
+                            extra={
+                                "method": method,
+                                "request_id": request_id,
+                                "reason": error.reason,
+                                "error": error.message,
+                            },
+                        )
                     details, trailers = status.details, tuple(status.trailing_metadata)
                 except grpc.aio.AbortError:
                     code = context.code()

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 from crm_hub.errors import (
+    AccessDenied,
     AuthExpired,
     FieldViolation,
     ProviderError,
@@ -102,7 +103,7 @@ def classify(response: httpx.Response, *, secrets: Iterable[str | None] = ()) ->
     return _rejection(status, body, category, hubspot_message, metadata, secrets)
 
 
-def record_error(error: Mapping[str, Any], *, secrets: Iterable[str | None] = ()) -> Rejected:
+def record_error(error: Mapping[str, Any], *, secrets: Iterable[str | None] = ()) -> Rejected | AccessDenied:
     """The error of one record inside a 207 batch answer (``errors[i]`` of a batch response)."""
     category = _text(error.get("category"))
     message = _scrub(_text(error.get("message")), secrets)
@@ -146,7 +147,7 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
         oauth_error == "invalid_client" or oauth_status in ("BAD_CLIENT_ID", "BAD_CLIENT_SECRET")
     ):
         # The service's own app credentials are wrong: reconnecting would not help, fixing the config does.
-        return Rejected(
+        return AccessDenied(
             "HubSpot does not recognise this service's OAuth client (check HUBSPOT_CLIENT_ID and "
             "HUBSPOT_CLIENT_SECRET).",
             reason="OAUTH_CLIENT_INVALID",
@@ -194,7 +195,7 @@ def _rejection(
     hubspot_message: str,
     metadata: dict[str, str],
     secrets: Iterable[str | None],
-) -> Rejected:
+) -> Rejected | AccessDenied:
     if status == 409 or category == "CONFLICT":
         existing = _EXISTING_ID.search(hubspot_message)
         if existing:
@@ -222,7 +223,7 @@ def _rejection(
         )
     if status == 403 or category == "MISSING_SCOPES":
         reason = "MISSING_SCOPES" if category == "MISSING_SCOPES" else "FORBIDDEN"
-        return Rejected(
+        return AccessDenied(
             _sentence("HubSpot refused access; reconnect the integration to grant the needed scopes", hubspot_message)
             if reason == "MISSING_SCOPES"
             else _sentence("HubSpot refused access", hubspot_message),

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 from crm_hub.errors import (
+    AccessDenied,
     AuthExpired,
     FieldViolation,
     ProviderError,
@@ -233,7 +234,7 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
         )
     if oauth_error in ("invalid_client_id", "invalid_client", "redirect_uri_mismatch", "unauthorized_client"):
         # The service's own connected app is set up wrongly: reconnecting would not help, the config does.
-        return Rejected(
+        return AccessDenied(
             _sentence(
                 "Salesforce does not accept this service's connected app (check SALESFORCE_CLIENT_ID, "
                 "SALESFORCE_CLIENT_SECRET and SALESFORCE_REDIRECT_URL)",

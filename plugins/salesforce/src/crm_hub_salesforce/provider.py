@@ -50,7 +50,15 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
-from crm_hub.errors import AuthExpired, FieldViolation, ProviderError, RefreshRejected, Rejected, Unavailable
+from crm_hub.errors import (
+    AccessDenied,
+    AuthExpired,
+    FieldViolation,
+    ProviderError,
+    RefreshRejected,
+    Rejected,
+    Unavailable,
+)
 from crm_hub.providers import (
     ContactInput,
     ContactUpdate,
@@ -593,7 +601,7 @@ def _checked_instance_url(value: str) -> str:
     parts = urlsplit(value.strip())
     secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
     if not parts.hostname or not secure or parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise Rejected(
+        raise AccessDenied(
             "Salesforce returned an instance_url this service will not send tokens to.",
             reason="INSTANCE_URL_INVALID",
             provider=PROVIDER,

@@ -10,7 +10,7 @@ PLUGINS := $(wildcard plugins/*/pyproject.toml)
 .PHONY: install run sandbox test lint typecheck buf-lint check-generated generate pytest bench
 
 ## install: create .venv with crm_hub, its first-party plugins and the dev tools (idempotent)
-install: $(VENV)/.installed $(BUF) build/third_party/.copied
+install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(PLUGINS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ sandbox: install
 	exec $(BIN)/crm-hub up --sandbox
 
 ## test: lint, type-check, buf lint, generated-code drift check, then the whole pytest suite
-test: install lint typecheck buf-lint check-generated pytest
+test: install $(BUF) build/third_party/.copied lint typecheck buf-lint check-generated pytest
 
 lint:
 	$(BIN)/ruff check .

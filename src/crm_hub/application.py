@@ -21,7 +21,9 @@ from crm_hub.secret_files import load_or_create_secret
 from crm_hub.storage import Database, normalize_database_url
 from crm_hub.vault import Vault, vault_from_settings
 
-__all__ = ["Application", "jwt_secret_for"]
+__all__ = ["MIN_JWT_SECRET_BYTES", "Application", "jwt_secret_for"]
+
+MIN_JWT_SECRET_BYTES = 32
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,12 @@ class Application:
 def jwt_secret_for(settings: Settings) -> str:
     """JWT_SECRET, or in development a secret generated once into the data directory."""
     if settings.jwt_secret:
+        if settings.production and len(settings.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            # HS256 with a short secret can be brute-forced offline from any token seen.
+            raise ConfigurationError(
+                f"JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes when CRM_HUB_ENV=production; "
+                'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
         return settings.jwt_secret
     if settings.production:
         raise ConfigurationError("JWT_SECRET or JWT_PUBLIC_KEY is required when CRM_HUB_ENV=production.")

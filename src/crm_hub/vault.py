@@ -242,6 +242,17 @@ class Vault:
             raise VaultError(f"{_MALFORMED}: payload is not a JSON object")
         return payload
 
+    def is_warm(self, envelope: Mapping[str, Any]) -> bool:
+        """Opening ``envelope`` needs no key derivation (its key is cached), so it may run on an event loop."""
+        try:
+            kid, salt, _, _ = self._parse(envelope)
+        except VaultError:
+            return True  # decrypt fails at once, without deriving anything
+        if self._current_aead is not None and kid == self._current_kid and salt == self._salt:
+            return True
+        with self._lock:
+            return (kid, salt) in self._cache
+
     def needs_rotation(self, envelope: Mapping[str, Any]) -> bool:
         """Whether ``envelope`` was sealed with a key other than the current one.
 

@@ -63,7 +63,7 @@ class CredentialStore:
             row = await CredentialRepository(session).get(team_id, provider)
         if row is None:
             raise _not_connected(provider)
-        return self._open(team_id, provider, row.encrypted)
+        return await self._open(team_id, provider, row.encrypted)
 
     async def session_for(self, caller: Caller, provider: CrmProvider) -> TokenSet:
         """Tokens ready for a call: refreshed first if they expire within REFRESH_MARGIN."""
@@ -89,7 +89,7 @@ class CredentialStore:
             row = await CredentialRepository(session).lock_for_refresh(team_id, provider.name)
             if row is None:
                 raise _not_connected(provider.name)
-            current = self._open(team_id, provider.name, row.encrypted)
+            current = await self._open(team_id, provider.name, row.encrypted)
             if current.access_token != stale.access_token:
                 return current  # refreshed by a concurrent caller (here or in another replica)
             if not current.refresh_token:
@@ -123,7 +123,7 @@ class CredentialStore:
             return None
         await repository.delete(team_id, provider)
         try:
-            return self._open(team_id, provider, row.encrypted)
+            return await self._open(team_id, provider, row.encrypted)
         except VaultError:
             logger.warning("stored credentials cannot be decrypted; not revoked", extra={"provider": provider})
             return None
@@ -162,8 +162,13 @@ class CredentialStore:
     def _seal(self, team_id: str, provider: str, tokens: TokenSet) -> dict[str, object]:
         return self._vault.encrypt(tokens.to_dict(), team_id=team_id, provider=provider)
 
-    def _open(self, team_id: str, provider: str, envelope: dict[str, object]) -> TokenSet:
-        return TokenSet.from_dict(self._vault.decrypt(envelope, team_id=team_id, provider=provider))
+    async def _open(self, team_id: str, provider: str, envelope: dict[str, object]) -> TokenSet:
+        if self._vault.is_warm(envelope):
+            return TokenSet.from_dict(self._vault.decrypt(envelope, team_id=team_id, provider=provider))
+        # A salt this process has not seen (another replica sealed it, or we restarted): PBKDF2 takes ~40 ms,
+        # which must not stall the event loop.
+        opened = await asyncio.to_thread(self._vault.decrypt, envelope, team_id=team_id, provider=provider)
+        return TokenSet.from_dict(opened)
 
 
 def _not_connected(provider: str) -> FailedPrecondition:

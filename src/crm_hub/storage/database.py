@@ -65,11 +65,13 @@ def create_engine(url: str) -> AsyncEngine:
     """
     sa_url = make_url(_with_async_driver(url))
     if sa_url.get_backend_name() == "sqlite":
-        engine = create_async_engine(sa_url)
+        # hide_parameters: a failing statement's error (which may be logged) must not carry lead data or tokens.
+        engine = create_async_engine(sa_url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         return engine
     return create_async_engine(
         sa_url,
+        hide_parameters=True,
         pool_size=10,
         max_overflow=10,
         # Replicas live behind load balancers and PgBouncers that drop idle connections.

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from crm_hub.errors import ConfigurationError
 
 __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_AUTHORIZE_URL", "HubSpotSettings"]
 
@@ -25,6 +28,21 @@ class HubSpotSettings:
     authorize_url: str = DEFAULT_AUTHORIZE_URL
     #: Required variables that were not set: the provider is registered but cannot connect anyone.
     missing: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for setting, url in (
+            ("HUBSPOT_API_BASE_URL", self.api_base_url),
+            ("HUBSPOT_AUTHORIZE_URL", self.authorize_url),
+        ):
+            parts = urlsplit(url)
+            loopback = (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+            if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+                # Tokens and the client secret travel to these URLs: https only (plain http for a local fake).
+                raise ConfigurationError(
+                    f"{setting} must be an https URL (plain http only for a fake on this machine), not {url[:80]!r}.",
+                    reason="PROVIDER_NOT_CONFIGURED",
+                    metadata={"provider": "hubspot", "setting": setting},
+                )
 
     @property
     def problem(self) -> str | None:

@@ -106,3 +106,14 @@ async def test_two_replicas_sharing_the_database_refresh_an_expired_token_once(
         await replica.aclose()
     assert memory_crm.calls.count("refresh") == 1
     assert len({tokens.access_token for tokens in sessions}) == 1
+
+
+@pytest.mark.parametrize(("expires_in", "refreshed"), [(timedelta(minutes=1), True), (timedelta(minutes=10), False)])
+async def test_tokens_are_refreshed_two_minutes_before_they_expire(
+    application: Application, memory_crm: MemoryCrm, team_id: str, expires_in: timedelta, refreshed: bool
+) -> None:
+    soon = TokenSet(access_token="access-soon", refresh_token="r", expires_at=datetime.now(UTC) + expires_in)
+    await connect(application, team_id, soon)
+    tokens = await application.credentials.session_for(caller_for(team_id), memory_crm)
+    assert memory_crm.calls.count("refresh") == (1 if refreshed else 0)
+    assert (tokens.access_token != "access-soon") is refreshed

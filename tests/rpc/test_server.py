@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import jwt
@@ -12,8 +13,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from crm_hub.application import Application
 from crm_hub.auth import mint_token
 from crm_hub.rpc.server import SERVICE_NAMES
+from crm_hub.storage import TimelineRepository
 from crm_hub.v1 import fields_pb2, fields_pb2_grpc, leads_pb2, leads_pb2_grpc, status_pb2, status_pb2_grpc
 from tests.rpc.conftest import JWT_SECRET, Metadata
 from tests.support.grpc_errors import details_of
@@ -235,3 +238,50 @@ async def test_each_rpc_logs_one_structured_line_without_the_token(
     token = metadata[0][1].removeprefix("Bearer ")
     assert token not in caplog.text
     assert token not in json.dumps([r.__dict__ for r in lines], default=str)
+
+
+async def test_the_timeline_pages_newest_first_without_skipping_or_repeating(
+    channel: grpc.aio.Channel, application: Application, auth: Auth, team_id: str
+) -> None:
+    stub = leads_pb2_grpc.LeadsServiceStub(channel)
+    lead = await stub.CreateLead(leads_pb2.CreateLeadRequest(fields={"email": "t@example.com"}), metadata=auth(team_id))
+    moment = datetime.now(UTC)
+    async with application.database.session() as session:
+        timeline = TimelineRepository(session)
+        for n in range(7):  # three share one timestamp: the id breaks the tie
+            await timeline.append(
+                team_id,
+                lead_id=lead.lead.id,
+                provider="memorycrm",
+                action=f"step-{n}",
+                message="",
+                actor="a",
+                request_id="r",
+                duration_ms=0,
+                created_at=moment + timedelta(seconds=min(n, 4)),
+            )
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        page = await stub.ListTimelineEvents(
+            leads_pb2.ListTimelineEventsRequest(lead_id=lead.lead.id, page_size=3, page_token=token),
+            metadata=auth(team_id),
+        )
+        seen += [event.action for event in page.events]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == 7
+    assert set(seen) == {f"step-{n}" for n in range(7)}
+    assert set(seen[:3]) == {"step-4", "step-5", "step-6"}  # the same instant, in id order
+    assert seen[3:] == ["step-3", "step-2", "step-1", "step-0"]
+
+
+async def test_a_forged_page_token_is_invalid_argument(channel: grpc.aio.Channel, auth: Auth, team_id: str) -> None:
+    stub = leads_pb2_grpc.LeadsServiceStub(channel)
+    lead = await stub.CreateLead(leads_pb2.CreateLeadRequest(fields={"email": "f@example.com"}), metadata=auth(team_id))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListTimelineEvents(
+            leads_pb2.ListTimelineEventsRequest(lead_id=lead.lead.id, page_token="not-a-token"), metadata=auth(team_id)
+        )
+    assert details_of(caught.value).reason == "PAGE_TOKEN_INVALID"

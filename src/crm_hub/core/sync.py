@@ -297,7 +297,7 @@ class SyncEngine:
                 )
         except CrmHubError as error:
             await self._record(caller, crm.name, lead.id, started, dry_run, failure=error, shown=integration.error)
-            if not dry_run:
+            if not dry_run and not isinstance(error, RefreshRejected):  # that one is told as credentials_expired
                 self._notify("sync_failed", caller, crm.name, lead.id, error.message, reason=error.reason)
             raise
         await self._record(caller, crm.name, lead.id, started, dry_run, outcome=outcome, shown=integration.error)

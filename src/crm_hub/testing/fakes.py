@@ -76,7 +76,9 @@ __all__ = [
 #: A Starlette endpoint: what ``FakeCrm.recorded`` wraps and returns.
 Handler: TypeAlias = "Callable[[Request], Awaitable[Response]]"
 #: ``fail`` answers a request with an injected failure; ``delay`` holds it, then lets it be answered.
-FaultKind = Literal["fail", "delay"]
+#: fail: answer with an error instead of serving; delay: hold, then serve; lose: serve (the write happens),
+#: then answer with an error anyway — the CRM did it, but the client never hears so.
+FaultKind = Literal["fail", "delay", "lose"]
 
 _FORM = "application/x-www-form-urlencoded"
 
@@ -302,6 +304,13 @@ class FakeCrm:
         """Hold the next ``n`` requests for ``delay`` seconds (real time) before answering them normally."""
         self.faults.add(Fault("delay", n, path, delay=delay, skip=skip))
 
+    def lose_answer_next(
+        self, n: int = 1, *, status: int = 502, body: Any = None, path: str | None = None, skip: int = 0
+    ) -> None:
+        """Serve the next ``n`` requests (under ``path``) as usual — writes happen — but answer them with
+        ``status`` (``fault_response``, or ``body``): a gateway that lost the CRM's answer."""
+        self.faults.add(Fault("lose", n, path, status=status, body=body, skip=skip))
+
     # -- what subclasses use and override --------------------------------------------------------------
 
     def recorded(self, handler: Handler) -> Handler:
@@ -318,6 +327,8 @@ class FakeCrm:
             )
             failure = await self.faults.apply(request.url.path)
             response = self.fault_response(failure) if failure is not None else await handler(request)
+            if failure is None and (lost := self.faults.take("lose", request.url.path)) is not None:
+                response = self.fault_response(lost)
             self.answered(request, response)
             self.calls[index] = self.calls[index]._replace(status=response.status_code)
             return response

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import hmac
 import itertools
@@ -55,7 +56,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from crm_hub.testing.fakes import AuthorizationCode, Call, FakeCrm
+from crm_hub.testing.fakes import AuthorizationCode, Call, FakeCrm, Fault
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -216,6 +217,15 @@ class FakeSalesforce(FakeCrm):
             default_code, default_message = _DEFAULT_FAULTS.get(status, ("UNKNOWN_EXCEPTION", f"HTTP {status}"))
             body = [{"message": message or default_message, "errorCode": error_code or default_code}]
         super().fail_next(n, status=status, retry_after=retry_after, body=body, path=path, skip=skip)
+
+    def fault_response(self, fault: Fault) -> Response:
+        """Salesforce's error array for the status, unless the injection brought its own body."""
+        if fault.body is None:
+            default_code, default_message = _DEFAULT_FAULTS.get(
+                fault.status, ("UNKNOWN_EXCEPTION", f"HTTP {fault.status}")
+            )
+            fault = dataclasses.replace(fault, body=[{"message": default_message, "errorCode": default_code}])
+        return super().fault_response(fault)
 
     def expire_sessions(self) -> None:
         """Every session (access token) issued so far ends now: the next API call gets 401 INVALID_SESSION_ID."""

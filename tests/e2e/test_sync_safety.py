@@ -1,0 +1,183 @@
+"""What a sync must survive: lost answers, races, a contact deleted under it, expired credentials, a mapping
+that names the email differently — over gRPC, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from crm_hub.v1 import fields_pb2, integrations_pb2, status_pb2
+from tests.e2e.conftest import World, salesforce_world
+from tests.support.grpc_errors import details_of
+
+SALESFORCE_MAPPING = {"email": "Email", "name": "LastName", "title": "Title"}
+COLLECTIONS = "/services/data/v58.0/composite/sobjects"
+
+
+async def with_mapping(world: World, mapping: dict[str, str]) -> None:
+    await world.connect()
+    await world.fields.SaveMapping(
+        fields_pb2.SaveMappingRequest(kind=world.kind, mapping=mapping), metadata=world.auth()
+    )
+
+
+async def test_a_create_whose_answer_was_lost_is_found_by_email_not_made_twice(salesforce: World) -> None:
+    await with_mapping(salesforce, SALESFORCE_MAPPING)
+    lead_id = await salesforce.lead(email="lost@example.com", name="Lost")
+    salesforce.fake.lose_answer_next(path=COLLECTIONS, status=502)
+    synced = await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "update"), metadata=salesforce.auth())
+    [contact_id] = salesforce.fake.contacts_with_email("lost@example.com")
+    assert (synced.action, synced.contact_id) == ("created", contact_id)
+    assert len(salesforce.fake.calls_to(COLLECTIONS, "POST")) == 1, "the create was not sent again"
+
+
+async def test_a_create_that_failed_before_writing_is_tried_again_once_checked(salesforce: World) -> None:
+    await with_mapping(salesforce, SALESFORCE_MAPPING)
+    lead_id = await salesforce.lead(email="again@example.com", name="Again")
+    salesforce.fake.fail_next(status=503, path=COLLECTIONS)
+    synced = await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "skip"), metadata=salesforce.auth())
+    assert synced.action == "created"
+    assert len(salesforce.fake.contacts_with_email("again@example.com")) == 1
+    assert len(salesforce.fake.calls_to(COLLECTIONS, "POST")) == 2
+
+
+async def test_create_new_with_a_lost_answer_says_the_outcome_is_unknown_and_never_duplicates(
+    salesforce: World,
+) -> None:
+    await with_mapping(salesforce, SALESFORCE_MAPPING)
+    lead_id = await salesforce.lead(email="unknown@example.com", name="Unknown")
+    salesforce.fake.lose_answer_next(path=COLLECTIONS, status=502)
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "create_new"), metadata=salesforce.auth())
+    error = details_of(failed.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "WRITE_OUTCOME_UNKNOWN")
+    assert len(salesforce.fake.contacts_with_email("unknown@example.com")) == 1
+
+
+def stale_lookup(world: World, *matches: str) -> None:
+    """The next SOQL lookup answers as it would have a moment ago (the CRM changed since): with ``matches``."""
+    records = [{"attributes": {"type": "Contact"}, "Id": contact_id} for contact_id in matches]
+    world.fake.fail_next(
+        path="/services/data/v58.0/query",
+        status=200,
+        body={"done": True, "totalSize": len(records), "records": records},
+    )
+
+
+async def test_updating_a_contact_deleted_since_the_lookup_creates_it_anew(salesforce: World) -> None:
+    await with_mapping(salesforce, SALESFORCE_MAPPING)
+    gone = salesforce.fake.add_contact({"Email": "gone@example.com", "LastName": "Gone"})
+    lead_id = await salesforce.lead(email="gone@example.com", name="Back")
+    salesforce.fake.delete_contact(gone)
+    stale_lookup(salesforce, gone)  # the lookup still saw it; the update will not find it
+    synced = await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "update"), metadata=salesforce.auth())
+    [created] = salesforce.fake.contacts_with_email("gone@example.com")
+    assert (synced.action, synced.contact_id) == ("created", created)
+    assert created != gone
+
+
+async def test_required_values_are_needed_to_create_a_contact_not_to_update_one(salesforce: World) -> None:
+    await with_mapping(salesforce, SALESFORCE_MAPPING)
+    existing = salesforce.fake.add_contact({"Email": "kept@example.com", "LastName": "Kept"})
+    lead_id = await salesforce.lead(email="kept@example.com", name=" ", title="CFO")
+    updated = await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "update"), metadata=salesforce.auth())
+    assert (updated.action, updated.contact_id) == ("updated", existing)
+    assert (salesforce.fake.contacts[existing]["LastName"], salesforce.fake.contacts[existing]["Title"]) == (
+        "Kept",
+        "CFO",
+    )
+
+    new_lead = await salesforce.lead(email="nameless@example.com", name=" ")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await salesforce.sync.SyncLead(salesforce.sync_request(new_lead, "update"), metadata=salesforce.auth())
+    assert details_of(refused.value).reason == "REQUIRED_FIELD_MISSING"
+
+
+async def test_duplicates_are_matched_by_the_email_the_mapping_sends_whatever_the_lead_calls_it(
+    hubspot: World,
+) -> None:
+    await with_mapping(hubspot, {"work_email": "email", "name": "firstname"})
+    existing = hubspot.fake.add_contact({"email": "ida@example.com", "firstname": "Old"})
+    lead_id = await hubspot.lead(work_email="Ida@Example.com", name="Ida")
+    preview = await hubspot.sync.SyncLead(hubspot.sync_request(lead_id, "skip", dry_run=True), metadata=hubspot.auth())
+    assert (preview.action, preview.contact_id) == ("would_skip", existing.id)
+    skipped = await hubspot.sync.SyncLead(hubspot.sync_request(lead_id, "skip"), metadata=hubspot.auth())
+    assert (skipped.action, skipped.contact_id) == ("skipped", existing.id)
+
+
+async def test_expired_credentials_fail_fast_without_calling_the_crm_and_are_notified_once(hubspot: World) -> None:
+    await with_mapping(hubspot, {"email": "email", "name": "firstname"})
+    lead_id = await hubspot.lead(email="jay@example.com", name="Jay")
+    hubspot.fake.refresh_tokens.clear()
+    hubspot.fake.expire_tokens()
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await hubspot.sync.SyncLead(hubspot.sync_request(lead_id), metadata=hubspot.auth("member"))
+        assert details_of(refused.value).reason == "CREDENTIALS_EXPIRED"
+    await hubspot.application.notifications.drain()
+    refreshes = [c for c in hubspot.fake.calls_to("/oauth/v1/token") if c.body.get("grant_type") == "refresh_token"]
+    assert len(refreshes) == 1, "only the first sync tried to refresh"
+    [message] = hubspot.slack
+    assert "credentials expired" in message.lower()
+
+
+async def test_disconnect_works_even_when_the_stored_credentials_cannot_be_decrypted(hubspot: World) -> None:
+    await with_mapping(hubspot, {"email": "email"})
+    async with hubspot.application.database.session() as session:
+        await session.execute(
+            text("UPDATE credentials SET encrypted = :broken WHERE team_id = :team"),
+            {
+                "broken": '{"v": 1, "alg": "A256GCM", "kid": "0000000000000000", "salt": "AA", "iv": "AA", "ct": "AA"}',
+                "team": hubspot.team,
+            },
+        )
+    done = await hubspot.integrations.Disconnect(
+        integrations_pb2.DisconnectRequest(kind="hubspot"), metadata=hubspot.auth("admin")
+    )
+    assert done.success is True
+    status = await hubspot.status.GetStatus(status_pb2.GetStatusRequest(), metadata=hubspot.auth("member"))
+    assert status.integrations["hubspot"].state == "DISCONNECTED"
+    async with hubspot.application.database.session() as session:
+        left = (
+            await session.execute(text("SELECT count(*) FROM credentials WHERE team_id = :t"), {"t": hubspot.team})
+        ).scalar()
+    assert left == 0
+
+
+async def test_an_undecryptable_credential_is_an_internal_error_that_reveals_no_key_ids(hubspot: World) -> None:
+    await with_mapping(hubspot, {"email": "email"})
+    async with hubspot.application.database.session() as session:
+        await session.execute(
+            text("UPDATE credentials SET encrypted = :broken WHERE team_id = :team"),
+            {
+                "broken": '{"v": 1, "alg": "A256GCM", "kid": "0123456789abcdef", "salt": "AA", "iv": "AA", "ct": "AA"}',
+                "team": hubspot.team,
+            },
+        )
+    lead_id = await hubspot.lead(email="kim@example.com")
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await hubspot.sync.SyncLead(hubspot.sync_request(lead_id, dry_run=True), metadata=hubspot.auth("member"))
+    error = details_of(failed.value)
+    assert error.code is grpc.StatusCode.INTERNAL
+    assert error.message.startswith("Internal error; quote request id ")
+    assert "0123456789abcdef" not in error.message
+    assert error.metadata == {}
+
+
+@pytest.mark.parametrize(("policy", "action"), [("update", "updated"), ("skip", "skipped")])
+async def test_a_contact_created_by_a_racing_sync_is_treated_by_the_policy_not_refused(
+    database_url: str, tmp_path: Path, policy: str, action: str
+) -> None:
+    async with salesforce_world(database_url, tmp_path, duplicate_rules=True) as org:
+        await with_mapping(org, SALESFORCE_MAPPING)
+        lead_id = await org.lead(email="race@example.com", name="Racer", title="COO")
+        # Another replica created the contact between our lookup (which found none) and our create.
+        racer = org.fake.add_contact({"Email": "race@example.com", "LastName": "Other"})
+        stale_lookup(org)
+        synced = await org.sync.SyncLead(org.sync_request(lead_id, policy), metadata=org.auth())
+        assert (synced.action, synced.contact_id) == (action, racer)
+        assert org.fake.contacts_with_email("race@example.com") == [racer]
+        assert org.fake.contacts[racer]["Title"] == ("COO" if policy == "update" else None)

@@ -96,8 +96,7 @@ def test_the_rpc_layer_has_no_sql_and_no_http() -> None:
         path.name: sorted(
             n
             for n in imports_of(path)
-            if n.split(".")[0] in {"sqlalchemy", "httpx", "psycopg", "aiosqlite"}
-            or n.startswith("crm_hub.storage.repositories")
+            if n.split(".")[0] in {"sqlalchemy", "httpx", "psycopg", "aiosqlite"} or n.startswith("crm_hub.storage")
         )
         for path in modules_under("rpc")
     }

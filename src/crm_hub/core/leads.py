@@ -13,7 +13,7 @@ from crm_hub.core.caller import Caller
 from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from crm_hub.storage import Database, Lead, LeadRepository, TeamRepository, TimelineEvent, TimelineRepository
 
-__all__ = ["LeadService", "TimelinePage"]
+__all__ = ["LeadRecord", "LeadService", "TimelineEntry", "TimelinePage"]
 
 MAX_FIELDS = 100
 MAX_VALUE_LENGTH = 10_000
@@ -25,8 +25,44 @@ _LEAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
+class LeadRecord:
+    """A stored lead, as the core hands it out (no database row escapes the core)."""
+
+    id: str
+    fields: dict[str, str]
+    external_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Lead) -> LeadRecord:
+        return cls(id=row.id, fields=dict(row.fields), external_id=row.external_id, created_at=row.created_at)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One audited operation on a lead."""
+
+    id: str
+    lead_id: str | None
+    provider: str
+    action: str
+    contact_id: str | None
+    dry_run: bool
+    error_reason: str | None
+    message: str
+    actor: str
+    request_id: str
+    duration_ms: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: TimelineEvent) -> TimelineEntry:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class TimelinePage:
-    events: list[TimelineEvent]
+    events: list[TimelineEntry]
     next_page_token: str
 
 
@@ -37,7 +73,7 @@ class LeadService:
         # through the API, so the set only grows, by one entry per team).
         self._known_teams: set[str] = set()
 
-    async def create(self, caller: Caller, fields: Mapping[str, str], external_id: str = "") -> tuple[Lead, bool]:
+    async def create(self, caller: Caller, fields: Mapping[str, str], external_id: str = "") -> tuple[LeadRecord, bool]:
         """Store a lead; with an external_id already used by the team, return that lead (created=False).
 
         The same external_id with different fields is refused with ALREADY_EXISTS rather than silently
@@ -45,20 +81,22 @@ class LeadService:
         """
         _validate_lead(fields, external_id)
         async with self._database.session() as session:
-            await TeamRepository(session).ensure(caller.team_id)
+            if caller.team_id not in self._known_teams:
+                await TeamRepository(session).ensure(caller.team_id)
             lead, created = await LeadRepository(session).create(caller.team_id, dict(fields), external_id or None)
+        self._known_teams.add(caller.team_id)
         if not created and dict(lead.fields) != dict(fields):
             raise AlreadyExists(
                 f"A lead with externalId {external_id!r} already exists with different fields.",
                 reason="LEAD_EXTERNAL_ID_CONFLICT",
                 metadata={"lead_id": lead.id},
             )
-        return lead, created
+        return LeadRecord.of(lead), created
 
-    async def get(self, caller: Caller, lead_id: str) -> Lead:
+    async def get(self, caller: Caller, lead_id: str) -> LeadRecord:
         _check_lead_id(lead_id)
         async with self._database.session() as session:
-            return await LeadRepository(session).get(caller.team_id, lead_id)
+            return LeadRecord.of(await LeadRepository(session).get(caller.team_id, lead_id))
 
     async def timeline(self, caller: Caller, lead_id: str, *, page_size: int = 0, page_token: str = "") -> TimelinePage:
         """The lead's events, newest first, ``page_size`` at a time."""
@@ -75,7 +113,7 @@ class LeadService:
                 caller.team_id, lead_id, limit=limit + 1, before=before
             )
         next_token = _encode_page_token(events[limit - 1]) if len(events) > limit else ""
-        return TimelinePage(events=events[:limit], next_page_token=next_token)
+        return TimelinePage(events=[TimelineEntry.of(event) for event in events[:limit]], next_page_token=next_token)
 
 
 def _validate_lead(fields: Mapping[str, str], external_id: str) -> None:
@@ -118,7 +156,7 @@ def _check_lead_id(lead_id: str) -> None:
         raise NotFound(f"Lead {lead_id[:64]!r} not found.", reason="LEAD_NOT_FOUND")
 
 
-def _encode_page_token(event: TimelineEvent) -> str:
+def _encode_page_token(event: TimelineEvent) -> str:  # the row: its id and time are the page position
     raw = f"{event.created_at.isoformat()}|{event.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

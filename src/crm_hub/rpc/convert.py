@@ -6,9 +6,9 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
+from crm_hub.core.leads import LeadRecord, TimelineEntry
 from crm_hub.core.status import IntegrationState
 from crm_hub.providers import CrmField
-from crm_hub.storage import Lead, TimelineEvent
 from crm_hub.v1 import fields_pb2, leads_pb2, status_pb2
 
 __all__ = ["crm_field", "integration_status", "lead", "timeline_event", "timestamp"]
@@ -20,7 +20,7 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return message
 
 
-def lead(row: Lead) -> leads_pb2.Lead:
+def lead(row: LeadRecord) -> leads_pb2.Lead:
     return leads_pb2.Lead(
         id=row.id,
         fields=row.fields,
@@ -29,7 +29,7 @@ def lead(row: Lead) -> leads_pb2.Lead:
     )
 
 
-def timeline_event(row: TimelineEvent) -> leads_pb2.TimelineEvent:
+def timeline_event(row: TimelineEntry) -> leads_pb2.TimelineEvent:
     return leads_pb2.TimelineEvent(
         id=row.id,
         lead_id=row.lead_id or "",

@@ -77,3 +77,16 @@ async def test_rejections_and_auth_errors_are_not_retried(
         await policy.run(operation)
     assert operation.calls == 1
     assert waits == []
+
+
+async def test_a_create_is_retried_only_when_the_crm_cannot_have_applied_it(
+    policy: RetryPolicy, waits: list[float]
+) -> None:
+    refused = Flaky(Unavailable("connection refused", maybe_applied=False), RateLimited("429"))
+    assert await policy.run(refused, idempotent=False) == "ok"
+    assert refused.calls == 3
+
+    maybe_written = Flaky(Unavailable("502 after sending"))
+    with pytest.raises(Unavailable):
+        await policy.run(maybe_written, idempotent=False)
+    assert maybe_written.calls == 1

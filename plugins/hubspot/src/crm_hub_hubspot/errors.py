@@ -91,6 +91,7 @@ def classify(response: httpx.Response, *, secrets: Iterable[str | None] = ()) ->
             provider=PROVIDER,
             status=status,
             metadata=metadata,
+            maybe_applied=False,  # refused before doing anything
         )
     if status == 477 or status >= 500:
         return Unavailable(
@@ -164,7 +165,9 @@ def classify_transport(error: Exception) -> Unavailable:
         message = "HubSpot did not answer in time; try again shortly."
     else:
         message = f"Could not reach HubSpot ({type(error).__name__}); try again shortly."
-    return Unavailable(message, provider=PROVIDER)
+    # A connection that never opened carried no request: nothing can have been written.
+    unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+    return Unavailable(message, provider=PROVIDER, maybe_applied=not unsent)
 
 
 def parse_retry_after(value: str | None) -> float | None:

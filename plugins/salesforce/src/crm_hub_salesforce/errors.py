@@ -268,7 +268,9 @@ def classify_transport(error: Exception) -> Unavailable:
         message = "Salesforce did not answer in time; try again shortly."
     else:
         message = f"Could not reach Salesforce ({type(error).__name__}); try again shortly."
-    return Unavailable(message, provider=PROVIDER)
+    # A connection that never opened carried no request: nothing can have been written.
+    unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+    return Unavailable(message, provider=PROVIDER, maybe_applied=not unsent)
 
 
 def parse_limit_info(value: str | None) -> tuple[int, int] | None:

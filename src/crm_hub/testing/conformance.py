@@ -218,28 +218,36 @@ class ProviderConformance:
         named = {violation.field for violation in result.error.field_violations} | {result.error.message}
         assert any(field in text for text in named), f"the error names {field}"
 
-    async def test_a_duplicate_email_is_reported_with_the_existing_contact(
+    async def test_a_second_contact_with_one_email_is_refused_naming_the_first_or_kept_beside_it(
         self, connected: tuple[ConformanceHarness, TokenSet]
     ) -> None:
         harness, tokens = connected
-        if not harness.enforces_unique_email:
-            pytest.skip("the harness's fake accepts duplicate emails (enforces_unique_email is False)")
         email = _email()
         contact = ContactInput(harness.valid_contact(email), email=email)
         [first] = await harness.provider.create_contacts(tokens, [contact])
         [second] = await harness.provider.create_contacts(tokens, [contact])
+        if not harness.enforces_unique_email:
+            # This CRM takes duplicates: a second, distinct contact, and lookups then list both, oldest first.
+            assert second.ok
+            assert second.contact_id != first.contact_id
+            found = await harness.provider.find_contacts_by_email(tokens, [email])
+            assert found[email] == [first.contact_id, second.contact_id]
+            return
         assert isinstance(second.error, Rejected)
         assert second.error.reason == DUPLICATE_CONTACT
         assert second.error.metadata.get("contact_id") == first.contact_id
 
-    async def test_upsert_by_email_creates_then_updates_in_one_call_each(
+    async def test_upsert_by_email_creates_then_updates_or_refuses_when_not_declared(
         self, connected: tuple[ConformanceHarness, TokenSet]
     ) -> None:
         harness, tokens = connected
-        if not harness.provider.capabilities.upsert_by_email:
-            pytest.skip("the provider does not declare upsert_by_email")
         email = _email()
         contact = ContactInput(harness.valid_contact(email), email=email)
+        if not harness.provider.capabilities.upsert_by_email:
+            # Not declared, so the core never calls it; a call anyway must fail loudly, not half-work.
+            with pytest.raises(NotImplementedError):
+                await harness.provider.upsert_contacts_by_email(tokens, [contact])
+            return
         before = harness.write_calls()
         [first] = await harness.provider.upsert_contacts_by_email(tokens, [contact])
         [second] = await harness.provider.upsert_contacts_by_email(tokens, [contact])

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from crm_hub.errors import ProviderError
 
@@ -31,10 +31,14 @@ __all__ = [
     "CrmProvider",
     "FieldOption",
     "FieldType",
+    "PartialWrite",
     "ProviderCapabilities",
     "TokenSet",
     "WriteResult",
+    "write_in_batches",
 ]
+
+_Item = TypeVar("_Item")
 
 FieldType = Literal["string", "textarea", "number", "boolean", "date", "email", "phone", "url", "select"]
 FIELD_TYPES: tuple[FieldType, ...] = (
@@ -145,6 +149,41 @@ class WriteResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class PartialWrite(Exception):
+    """Raise from inside one batch when a call-level error stops it after some of its records got results."""
+
+    def __init__(self, results: list[WriteResult], error: ProviderError) -> None:
+        super().__init__(error.message)
+        self.results = results
+        self.error = error
+
+
+async def write_in_batches(
+    items: Sequence[_Item], size: int, write_batch: Callable[[Sequence[_Item]], Awaitable[list[WriteResult]]]
+) -> list[WriteResult]:
+    """Write ``items`` ``size`` at a time; one result per item, in order.
+
+    A call-level error (expired token, rate limit, outage) is raised only while nothing has been written, so
+    the caller may retry the whole call; once some records are written, the rest carry the error in their
+    results instead, so the ids of the contacts already written are never lost.
+    """
+    results: list[WriteResult] = []
+    for start in range(0, len(items), size):
+        try:
+            results.extend(await write_batch(items[start : start + size]))
+            continue
+        except PartialWrite as partial:
+            results.extend(partial.results)
+            error = partial.error
+        except ProviderError as failure:
+            error = failure
+        if not any(result.ok for result in results):
+            raise error
+        results.extend(WriteResult(error=error) for _ in items[len(results) :])
+        break
+    return results
 
 
 class CrmProvider(ABC):

@@ -36,9 +36,11 @@ from crm_hub.providers import (
     CrmProvider,
     FieldOption,
     FieldType,
+    PartialWrite,
     ProviderCapabilities,
     TokenSet,
     WriteResult,
+    write_in_batches,
 )
 
 from crm_hub_hubspot.errors import (
@@ -62,15 +64,6 @@ _CONTACTS_PATH = "/crm/v3/objects/contacts"
 _USER_AGENT = "crm-hub-hubspot/0.1"
 
 _Item = TypeVar("_Item")
-
-
-class _PartialWrite(Exception):
-    """Raised inside a chunk when a call-level error stops it after some records got results."""
-
-    def __init__(self, results: list[WriteResult], error: ProviderError) -> None:
-        super().__init__(error.message)
-        self.results = results
-        self.error = error
 
 
 class HubSpotProvider(CrmProvider):
@@ -214,10 +207,14 @@ class HubSpotProvider(CrmProvider):
         return found
 
     async def create_contacts(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:
-        return await self._write_in_chunks(contacts, lambda chunk: self._create_chunk(tokens, chunk))
+        return await write_in_batches(
+            contacts, self.capabilities.max_batch_size, lambda chunk: self._create_chunk(tokens, chunk)
+        )
 
     async def update_contacts(self, tokens: TokenSet, updates: Sequence[ContactUpdate]) -> list[WriteResult]:
-        return await self._write_in_chunks(updates, lambda chunk: self._update_chunk(tokens, chunk))
+        return await write_in_batches(
+            updates, self.capabilities.max_batch_size, lambda chunk: self._update_chunk(tokens, chunk)
+        )
 
     async def upsert_contacts_by_email(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:
         """Batch upsert with ``idProperty=email``: one call per 100 records; ``created`` from HubSpot's ``new``."""
@@ -234,34 +231,16 @@ class HubSpotProvider(CrmProvider):
                         provider=PROVIDER,
                     )
                 )
-        written = await self._write_in_chunks(
-            [contact for _, contact in with_email], lambda chunk: self._upsert_chunk(tokens, chunk)
+        written = await write_in_batches(
+            [contact for _, contact in with_email],
+            self.capabilities.max_batch_size,
+            lambda chunk: self._upsert_chunk(tokens, chunk),
         )
         for (index, _), result in zip(with_email, written, strict=True):
             results[index] = result
         return [result if result is not None else WriteResult(error=_no_result()) for result in results]
 
     # -- batch machinery -----------------------------------------------------------------------------
-
-    async def _write_in_chunks(
-        self, items: Sequence[_Item], write_chunk: Callable[[Sequence[_Item]], Awaitable[list[WriteResult]]]
-    ) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        size = self.capabilities.max_batch_size
-        for start in range(0, len(items), size):
-            try:
-                results.extend(await write_chunk(items[start : start + size]))
-                continue
-            except _PartialWrite as partial:
-                results.extend(partial.results)
-                error = partial.error
-            except ProviderError as failure:
-                error = failure
-            if not any(result.contact_id for result in results):
-                raise error  # nothing written yet: the caller can retry the whole call safely
-            results.extend(WriteResult(error=error) for _ in items[len(results) :])
-            break
-        return results
 
     async def _one_by_one(
         self, items: Sequence[_Item], write_one: Callable[[_Item], Awaitable[WriteResult]]
@@ -271,7 +250,7 @@ class HubSpotProvider(CrmProvider):
             try:
                 results.append(await write_one(item))
             except ProviderError as error:
-                raise _PartialWrite(results, error) from error
+                raise PartialWrite(results, error) from error
         return results
 
     async def _create_chunk(self, tokens: TokenSet, chunk: Sequence[ContactInput]) -> list[WriteResult]:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
@@ -69,6 +69,7 @@ from crm_hub.providers import (
     ProviderCapabilities,
     TokenSet,
     WriteResult,
+    write_in_batches,
 )
 
 from crm_hub_salesforce import soql
@@ -269,29 +270,16 @@ class SalesforceProvider(CrmProvider):
         return found
 
     async def create_contacts(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:
-        return await self._write_in_chunks(contacts, lambda chunk: self._create_chunk(tokens, chunk))
+        return await write_in_batches(
+            contacts, self.capabilities.max_batch_size, lambda chunk: self._create_chunk(tokens, chunk)
+        )
 
     async def update_contacts(self, tokens: TokenSet, updates: Sequence[ContactUpdate]) -> list[WriteResult]:
-        return await self._write_in_chunks(updates, lambda chunk: self._update_chunk(tokens, chunk))
+        return await write_in_batches(
+            updates, self.capabilities.max_batch_size, lambda chunk: self._update_chunk(tokens, chunk)
+        )
 
     # -- batch machinery -----------------------------------------------------------------------------
-
-    async def _write_in_chunks(
-        self, items: Sequence[_Item], write_chunk: Callable[[Sequence[_Item]], Awaitable[list[WriteResult]]]
-    ) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        size = self.capabilities.max_batch_size
-        for start in range(0, len(items), size):
-            try:
-                results.extend(await write_chunk(items[start : start + size]))
-                continue
-            except ProviderError as failure:
-                error = failure
-            if not any(result.ok for result in results):
-                raise error  # nothing written yet: the caller can retry the whole call safely
-            results.extend(WriteResult(error=error) for _ in items[len(results) :])
-            break
-        return results
 
     async def _create_chunk(self, tokens: TokenSet, chunk: Sequence[ContactInput]) -> list[WriteResult]:
         prepared = [_prepare(contact.properties, email=_email_of(contact)) for contact in chunk]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from crm_hub.core.retry import RetryPolicy
+from crm_hub.core.retry import RetryPolicy, retry_deadline
 from crm_hub.errors import AuthExpired, RateLimited, Rejected, Unavailable
 
 
@@ -90,3 +92,12 @@ async def test_a_create_is_retried_only_when_the_crm_cannot_have_applied_it(
     with pytest.raises(Unavailable):
         await policy.run(maybe_written, idempotent=False)
     assert maybe_written.calls == 1
+
+
+async def test_retries_never_wait_past_the_requests_deadline(policy: RetryPolicy, waits: list[float]) -> None:
+    operation = Flaky(RateLimited("slow down", retry_after=5), RateLimited("slow down", retry_after=5))
+    with retry_deadline(time.monotonic() + 1.0), pytest.raises(RateLimited):
+        await policy.run(operation)
+    assert operation.calls == 1, "a 5 s wait does not fit in the 1 s left"
+    assert waits == []
+    assert await policy.run(operation) == "ok", "outside the block the policy's own 30 s apply"

@@ -8,7 +8,10 @@ and auth problems are never retried here: refresh-on-expiry is the credential st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import contextvars
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -17,7 +20,22 @@ from tenacity.wait import wait_exponential_jitter
 
 from crm_hub.errors import ProviderError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "retry_deadline"]
+
+#: When the work of the current request must be done (time.monotonic()); retries never wait past it.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("crm_hub_retry_deadline", default=None)
+
+
+@contextlib.contextmanager
+def retry_deadline(at: float | None) -> Iterator[None]:
+    """Within this block, every RetryPolicy gives up rather than wait past ``at`` (a time.monotonic() value):
+    one budget for all the CRM calls of one request, not 30 s for each."""
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
 
 T = TypeVar("T")
 
@@ -45,16 +63,19 @@ class RetryPolicy:
         """Run ``operation``, retrying transient failures. A call that is not ``idempotent`` (a create) is
         retried only when the CRM certainly did not carry it out (``maybe_applied`` False): never twice."""
         backoff = wait_exponential_jitter(multiplier=self.initial_backoff, max=self.max_backoff)
+        budget = self.deadline_seconds
+        if (at := _deadline.get()) is not None:
+            budget = max(0.0, min(budget, at - time.monotonic()))
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
             retry_after = error.retry_after if isinstance(error, ProviderError) else None
             if retry_after is not None:
-                return min(float(retry_after), self.deadline_seconds)
+                return min(float(retry_after), budget)
             return float(backoff(state))
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts) | stop_before_delay(self.deadline_seconds),
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(budget),
             wait=wait,
             retry=retry_if_exception(_is_transient if idempotent else _is_transient_and_unapplied),
             sleep=self.sleep,

@@ -18,6 +18,7 @@ import grpc
 
 from crm_hub.auth import Principal, Role, TokenVerifier
 from crm_hub.core.caller import Caller
+from crm_hub.core.retry import retry_deadline
 from crm_hub.errors import CrmHubError, PermissionDenied, Unauthenticated
 from crm_hub.rpc.errors import status_code_for, to_grpc_status
 
@@ -49,6 +50,9 @@ METHOD_POLICY: dict[str, tuple[Role, str]] = {
 }
 
 _current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("crm_hub_caller")
+#: Seconds an RPC may spend retrying CRM calls, at most (less when the caller's deadline is nearer): under the
+#: gateway's 60 s route timeout, so a REST client hears the real outcome rather than a 504.
+RPC_TIME_BUDGET = 50.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -94,8 +98,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  
                     team_id = principal.team_id
                     _authorize(method, principal)
                     token = _current_caller.set(Caller(principal=principal, request_id=request_id))
+                    remaining = context.time_remaining()
+                    budget = RPC_TIME_BUDGET if remaining is None else min(remaining, RPC_TIME_BUDGET)
                     try:
-                        response = await behavior(request, context)
+                        with retry_deadline(time.monotonic() + budget):
+                            response = await behavior(request, context)
                     finally:
                         _current_caller.reset(token)
                     context.set_trailing_metadata((("x-request-id", request_id),))

@@ -9,6 +9,7 @@
     ├── PermissionDenied             role too low (PERMISSION_DENIED)
     ├── FailedPrecondition           e.g. provider not connected (FAILED_PRECONDITION)
     ├── VaultError                   a ciphertext that cannot be opened (INTERNAL; never says why in detail)
+    ├── StorageUnavailable           the database is busy (locked) or unreachable: try again (UNAVAILABLE)
     ├── ConfigurationError           the service is set up wrongly (refuses to start)
     └── ProviderError                raised by provider plugins, classified by the CRM's answer
         ├── AuthExpired              the access token is no longer valid: refresh and retry once
@@ -42,6 +43,7 @@ __all__ = [
     "RateLimited",
     "RefreshRejected",
     "Rejected",
+    "StorageUnavailable",
     "Unauthenticated",
     "Unavailable",
     "VaultError",
@@ -106,6 +108,10 @@ class FailedPrecondition(CrmHubError):
 
 class VaultError(CrmHubError):
     default_reason = "VAULT_DECRYPT_FAILED"
+
+
+class StorageUnavailable(CrmHubError):
+    default_reason = "STORAGE_UNAVAILABLE"
 
 
 class ConfigurationError(CrmHubError):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from crm_hub.errors import ConfigurationError
-from crm_hub.storage import Database, Team, TeamRepository, create_engine, normalize_database_url
+from crm_hub.errors import ConfigurationError, StorageUnavailable
+from crm_hub.storage import Database, Team, TeamRepository, create_engine, normalize_database_url, upgrade
+from crm_hub.storage import database as database_module
 
 
 def test_no_database_url_means_an_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:
@@ -100,3 +101,21 @@ async def test_session_rolls_back_when_the_block_raises(database: Database) -> N
 async def test_dialect_name_names_the_backend(database: Database, database_url: str) -> None:
     assert database.dialect_name == database_url.partition("+")[0]
     assert database.dialect_name in ("sqlite", "postgresql")
+
+
+async def test_a_database_locked_past_the_busy_timeout_is_storage_unavailable_not_internal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    url = normalize_database_url(None, data_dir=tmp_path)
+    await upgrade(url)
+    holder, waiter = Database(url), Database(url)
+    try:
+        async with holder.session() as locked:
+            await TeamRepository(locked).ensure("holder-team")  # takes the write lock until the block ends
+            with pytest.raises(StorageUnavailable, match="busy or unreachable"):
+                async with waiter.session() as session:
+                    await TeamRepository(session).ensure("waiter-team")
+    finally:
+        await holder.close()
+        await waiter.close()

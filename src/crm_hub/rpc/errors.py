@@ -33,6 +33,7 @@ _STATUS_CODES: tuple[tuple[type[errors.CrmHubError], grpc.StatusCode], ...] = (
     (errors.AccessDenied, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ProviderError, grpc.StatusCode.UNAVAILABLE),
+    (errors.StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.VaultError, grpc.StatusCode.INTERNAL),
     (errors.ConfigurationError, grpc.StatusCode.INTERNAL),
 )

@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from crm_hub.errors import ConfigurationError
+from crm_hub.errors import ConfigurationError, StorageUnavailable
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Database", "create_engine", "normalize_database_url"]
 
@@ -104,10 +105,19 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits when the block exits normally, rolls back if it raises."""
+        """A unit of work: commits when the block exits normally, rolls back if it raises.
+
+        A database that is locked past the busy timeout (SQLite), in a deadlock or lock timeout (PostgreSQL),
+        or unreachable raises StorageUnavailable — a "try again" for the caller, not an internal error.
+        """
         async with self.sessionmaker() as session:
-            yield session
-            await session.commit()
+            try:
+                yield session
+                await session.commit()
+            except OperationalError as error:
+                raise StorageUnavailable(
+                    "The database is busy or unreachable; try again shortly.", metadata={"dialect": self.dialect_name}
+                ) from error
 
     async def close(self) -> None:
         """Close every pooled connection."""

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from crm_hub.errors import ProviderError
 
@@ -35,6 +36,8 @@ __all__ = [
     "ProviderCapabilities",
     "TokenSet",
     "WriteResult",
+    "is_secure_url",
+    "missing_settings_problem",
     "write_in_batches",
 ]
 
@@ -149,6 +152,27 @@ class WriteResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_secure_url(url: str) -> bool:
+    """An https URL, or plain http to this machine (a fake CRM): the only places tokens and secrets may go."""
+    parts = urlsplit(url.strip())
+    loopback = (parts.hostname or "").lower() in _LOOPBACK_HOSTS
+    return bool(parts.hostname) and (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+
+
+def missing_settings_problem(label: str, missing: Sequence[str]) -> str | None:
+    """The ``configuration_problem()`` text for a provider whose required settings ``missing`` are unset."""
+    if not missing:
+        return None
+    verb = "is" if len(missing) == 1 else "are"
+    return (
+        f"{label} is not configured: {', '.join(missing)} {verb} not set. "
+        "Set them, or leave the plugin out with CRM_HUB_PLUGINS."
+    )
 
 
 class PartialWrite(Exception):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from crm_hub.errors import ConfigurationError
+from crm_hub.providers import is_secure_url, missing_settings_problem
 
 __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_AUTHORIZE_URL", "HubSpotSettings"]
 
@@ -34,9 +34,7 @@ class HubSpotSettings:
             ("HUBSPOT_API_BASE_URL", self.api_base_url),
             ("HUBSPOT_AUTHORIZE_URL", self.authorize_url),
         ):
-            parts = urlsplit(url)
-            loopback = (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
-            if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+            if not is_secure_url(url):
                 # Tokens and the client secret travel to these URLs: https only (plain http for a local fake).
                 raise ConfigurationError(
                     f"{setting} must be an https URL (plain http only for a fake on this machine), not {url[:80]!r}.",
@@ -47,13 +45,7 @@ class HubSpotSettings:
     @property
     def problem(self) -> str | None:
         """What an operator must fix before teams can connect HubSpot, or None."""
-        if not self.missing:
-            return None
-        verb = "is" if len(self.missing) == 1 else "are"
-        return (
-            f"HubSpot is not configured: {', '.join(self.missing)} {verb} not set. Set them, or leave the plugin "
-            "out with CRM_HUB_PLUGINS."
-        )
+        return missing_settings_problem("HubSpot", self.missing)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSpotSettings:

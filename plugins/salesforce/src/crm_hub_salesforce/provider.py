@@ -69,6 +69,7 @@ from crm_hub.providers import (
     ProviderCapabilities,
     TokenSet,
     WriteResult,
+    is_secure_url,
     write_in_batches,
 )
 
@@ -81,7 +82,7 @@ from crm_hub_salesforce.errors import (
     parse_limit_info,
     record_error,
 )
-from crm_hub_salesforce.settings import SalesforceSettings, is_loopback_host
+from crm_hub_salesforce.settings import SalesforceSettings
 
 __all__ = ["SCOPES", "TYPE_MAP", "SalesforceProvider", "to_salesforce_value"]
 
@@ -587,8 +588,7 @@ def _instance_url(tokens: TokenSet) -> str:
 def _checked_instance_url(value: str) -> str:
     """The org's API host. https only (plain http for a fake on localhost): tokens are sent there."""
     parts = urlsplit(value.strip())
-    secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
-    if not parts.hostname or not secure or parts.query or parts.fragment or parts.path not in ("", "/"):
+    if not is_secure_url(value) or parts.query or parts.fragment or parts.path not in ("", "/"):
         raise AccessDenied(
             "Salesforce returned an instance_url this service will not send tokens to.",
             reason="INSTANCE_URL_INVALID",

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from crm_hub.errors import ConfigurationError
+from crm_hub.providers import is_secure_url, missing_settings_problem
 
-__all__ = ["DEFAULT_API_VERSION", "DEFAULT_LOGIN_URL", "SalesforceSettings", "is_loopback_host"]
+__all__ = ["DEFAULT_API_VERSION", "DEFAULT_LOGIN_URL", "SalesforceSettings"]
 
 #: Production orgs log in here; sandboxes use https://test.salesforce.com, some orgs their My Domain.
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
@@ -18,12 +19,6 @@ DEFAULT_API_VERSION = "v58.0"
 
 _REQUIRED = ("SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_REDIRECT_URL")
 _API_VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """Plain http is accepted only for these hosts (a fake Salesforce on this machine)."""
-    return (host or "").lower() in _LOOPBACK_HOSTS
 
 
 @dataclass(frozen=True)
@@ -43,13 +38,7 @@ class SalesforceSettings:
     @property
     def problem(self) -> str | None:
         """What an operator must fix before teams can connect Salesforce, or None."""
-        if not self.missing:
-            return None
-        verb = "is" if len(self.missing) == 1 else "are"
-        return (
-            f"Salesforce is not configured: {', '.join(self.missing)} {verb} not set. Set them, or leave the "
-            "plugin out with CRM_HUB_PLUGINS."
-        )
+        return missing_settings_problem("Salesforce", self.missing)
 
     def __post_init__(self) -> None:
         version = _API_VERSION.match(self.api_version.strip())
@@ -62,8 +51,7 @@ class SalesforceSettings:
         object.__setattr__(self, "api_version", f"v{version.group(1)}")
         login = self.login_url.strip().rstrip("/")
         parts = urlsplit(login)
-        secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
-        if not parts.hostname or not secure or parts.query or parts.fragment:
+        if not is_secure_url(login) or parts.query or parts.fragment:
             raise ConfigurationError(
                 "SALESFORCE_LOGIN_URL must be an https URL such as https://login.salesforce.com, "
                 "https://test.salesforce.com or the org's My Domain (plain http only for localhost).",

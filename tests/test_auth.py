@@ -176,6 +176,48 @@ def test_token_without_exp_is_refused_naming_the_claim() -> None:
     assert "'exp'" in error.message
 
 
+_SOON = int(time.time()) + 600
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"exp": str(_SOON)},
+        {"exp": True},
+        {"exp": [_SOON]},
+        {"iat": str(_SOON - 600)},
+        {"nbf": {"at": 1}},
+        {"sub": 7},
+        {"sub": ["user-1"]},
+        {"team_id": 42},
+        {"team_id": {"id": "team-a"}},
+        {"role": ["admin"]},
+        {"role": True},
+        {"aud": 5},
+    ],
+    ids=lambda overrides: "-".join(f"{name}={type(value).__name__}" for name, value in overrides.items()),
+)
+def test_claims_of_the_wrong_json_type_are_unauthenticated(overrides: dict[str, Any]) -> None:
+    signed = _hand_made_token(
+        {"alg": "HS256", "typ": "JWT"},
+        _claims(**overrides),
+        sign=lambda data: hmac.new(SECRET.encode(), data, hashlib.sha256).digest(),
+    )
+
+    error = _refusal(TokenVerifier(secret=SECRET), signed)
+
+    assert error.reason == "TOKEN_INVALID"
+
+
+def test_expiry_given_as_a_numeric_string_is_refused_naming_the_claim() -> None:
+    token = jwt.encode(_claims(exp=str(_SOON)), SECRET, algorithm="HS256")
+
+    error = _refusal(TokenVerifier(secret=SECRET), token)
+
+    assert "'exp'" in error.message
+    assert "number" in error.message
+
+
 def test_expired_token_is_refused_as_expired() -> None:
     token = mint_token(SECRET, team_id="team-a", role="member", ttl_seconds=-120)
 

@@ -64,7 +64,7 @@ class Application:
             audience=settings.jwt_audience,
         )
         notifications = NotificationDispatcher(plugins.notifiers())
-        credentials = CredentialStore(database, vault, notifications)
+        credentials = CredentialStore(database, vault, notifications, retry=retry)
         fields = FieldCatalog(database, plugins, credentials, retry=retry)
         return cls(
             settings=settings,

@@ -21,6 +21,9 @@ from crm_hub.errors import ConfigurationError, PermissionDenied, Unauthenticated
 __all__ = ["Principal", "Role", "TokenVerifier", "mint_token"]
 
 _REQUIRED_CLAIMS = ("exp", "sub", "team_id", "role")
+#: NumericDate claims (RFC 7519 §2): JSON numbers. PyJWT also takes numeric strings ("exp": "9999999999")
+#: and booleans (int(True) == 1); a token of ours never carries those, so they are refused.
+_TIME_CLAIMS = ("exp", "iat", "nbf")
 _MAX_TEAM_ID_LENGTH = 128
 
 
@@ -82,6 +85,8 @@ class TokenVerifier:
                 options={"require": list(_REQUIRED_CLAIMS), "verify_aud": self._audience is not None},
             )
         except jwt.ExpiredSignatureError:
+            # The signature checked out (PyJWT verifies it before the claims); an "exp" of true is int 1 to PyJWT.
+            _check_claim_types(jwt.decode(token, options={"verify_signature": False}))
             raise Unauthenticated("The token has expired.", reason="TOKEN_EXPIRED") from None
         except jwt.MissingRequiredClaimError as error:
             raise Unauthenticated(f"The token has no '{error.claim}' claim.", reason="TOKEN_INVALID") from None
@@ -92,7 +97,26 @@ class TokenVerifier:
         except jwt.InvalidTokenError:
             # Deliberately vague: say nothing about which check failed on a forged or garbled token.
             raise Unauthenticated("The token is invalid.", reason="TOKEN_INVALID") from None
+        _check_claim_types(claims)
         return _principal_from_claims(claims)
+
+
+def _check_claim_types(claims: dict[str, Any]) -> None:
+    """The registered claims in their RFC 7519 JSON types; PyJWT coerces some and skips unchecked ones."""
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Unauthenticated(
+                f"The token's '{name}' claim must be a number (seconds since 1970).", reason="TOKEN_INVALID"
+            )
+    audience = claims.get("aud")
+    if "aud" in claims and not (
+        isinstance(audience, str) or (isinstance(audience, list) and all(isinstance(a, str) for a in audience))
+    ):
+        raise Unauthenticated("The token's 'aud' claim must be a string or a list of strings.", reason="TOKEN_INVALID")
+    for name in ("iss", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise Unauthenticated(f"The token's '{name}' claim must be a string.", reason="TOKEN_INVALID")
 
 
 def _principal_from_claims(claims: dict[str, Any]) -> Principal:

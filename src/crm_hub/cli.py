@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, personal_data=settings.log_personal_data)
         return int(args.run(settings, args))
     except ConfigurationError as error:
         print(f"crm-hub: configuration error: {error.message}", file=sys.stderr)

@@ -20,6 +20,21 @@ def _optional(environ: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+def _path(environ: Mapping[str, str], name: str) -> Path | None:
+    value = _optional(environ, name)
+    return Path(value) if value else None
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ConfigurationError(f"{name} must be true or false, not {value!r}")
+    return value in _TRUE
+
+
 @dataclass(frozen=True)
 class Settings:
     """Service settings. Secret values are kept out of ``repr`` so a logged Settings leaks nothing."""
@@ -37,6 +52,17 @@ class Settings:
     plugins: tuple[str, ...] | None = None
     log_level: str = "INFO"
     log_format: str = "json"
+    #: Library loggers (database drivers, HTTP clients) follow ``log_level`` only when this is set: at DEBUG
+    #: they print SQL parameters and request bodies, i.e. lead data. Off, they never log below WARNING.
+    log_personal_data: bool = False
+    #: PEM certificate chain and key: the gRPC server then listens with TLS only.
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+    #: PEM bundle of the CAs whose client certificates are accepted: mutual TLS, a certificate required.
+    grpc_tls_client_ca: Path | None = None
+    #: The operator says a TLS-terminating proxy sits in front: production may then listen in plaintext
+    #: on an address other than loopback.
+    behind_tls_proxy: bool = False
 
     @property
     def production(self) -> bool:
@@ -60,6 +86,13 @@ class Settings:
         log_format = (_optional(env, "CRM_HUB_LOG_FORMAT") or "json").lower()
         if log_format not in ("json", "text"):
             raise ConfigurationError(f"CRM_HUB_LOG_FORMAT must be 'json' or 'text', not {log_format!r}")
+        cert, key, client_ca = (
+            _path(env, name) for name in ("CRM_HUB_GRPC_TLS_CERT", "CRM_HUB_GRPC_TLS_KEY", "CRM_HUB_GRPC_TLS_CLIENT_CA")
+        )
+        if (cert is None) != (key is None):
+            raise ConfigurationError("Set both CRM_HUB_GRPC_TLS_CERT and CRM_HUB_GRPC_TLS_KEY, or neither.")
+        if client_ca is not None and cert is None:
+            raise ConfigurationError("CRM_HUB_GRPC_TLS_CLIENT_CA needs CRM_HUB_GRPC_TLS_CERT and CRM_HUB_GRPC_TLS_KEY.")
         return cls(
             environment=environment,
             grpc_address=_optional(env, "CRM_HUB_GRPC_ADDRESS") or DEFAULT_GRPC_ADDRESS,
@@ -74,4 +107,9 @@ class Settings:
             plugins=plugins,
             log_level=log_level,
             log_format=log_format,
+            log_personal_data=_flag(env, "CRM_HUB_LOG_PERSONAL_DATA"),
+            grpc_tls_cert=cert,
+            grpc_tls_key=key,
+            grpc_tls_client_ca=client_ca,
+            behind_tls_proxy=_flag(env, "CRM_HUB_BEHIND_TLS_PROXY"),
         )

@@ -1,4 +1,10 @@
-"""Structured logging: one JSON object per line, carrying the ``extra`` fields a call site passes."""
+"""Structured logging: one JSON object per line, carrying the ``extra`` fields a call site passes.
+
+Personal data stays out of the logs at every level. crm_hub's own loggers (``crm_hub`` and the
+``crm_hub_<crm>`` plugins) never log lead values; libraries do, below WARNING (aiosqlite and the database
+drivers print statements with their parameters at DEBUG, HTTP libraries print headers and bodies), so their
+records below WARNING are dropped unless ``CRM_HUB_LOG_PERSONAL_DATA`` asks for them while debugging.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "LibraryRecordsFilter", "TextFormatter", "configure_logging"]
+
+#: Loggers whose records pass at every level: ours, which log no lead values.
+_OWN_LOGGERS = ("crm_hub",)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -44,12 +53,22 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extras}" if extras else line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+class LibraryRecordsFilter(logging.Filter):
+    """Passes crm_hub's own records, and other libraries' only from WARNING up (they may carry lead data)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith(_OWN_LOGGERS)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", *, personal_data: bool = False) -> None:
+    """Log to stderr at ``level``; ``personal_data`` lets libraries' DEBUG and INFO records through too."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter())
+    if not personal_data:
+        handler.addFilter(LibraryRecordsFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -119,8 +119,9 @@ class ProviderCapabilities:
     upsert_by_email: bool = False
     #: The authorize and token endpoints accept PKCE (S256).
     pkce: bool = False
-    #: A refresh may return a new refresh token that replaces (and invalidates) the old one. Informational:
-    #: the core's single-flight refresh (and storing the new token atomically) protects every CRM alike.
+    #: A refresh may return a new refresh token that replaces (and invalidates) the old one. The core's
+    #: single-flight refresh (and storing the new token atomically) protects every CRM alike; a failed refresh
+    #: of such a CRM is retried only when the CRM surely did not get it (``maybe_applied`` False).
     rotates_refresh_tokens: bool = False
     #: The CRM refuses a second contact with the same email (HubSpot), so a ``create_new`` onto an existing
     #: email is previewed as a conflict; otherwise (Salesforce without duplicate rules) as a new contact.

@@ -156,6 +156,22 @@ async def test_an_expired_token_is_refreshed_mid_flow(hubspot: World) -> None:
     assert len(refreshes) == 1
 
 
+async def test_a_5xx_from_the_token_endpoint_during_a_refresh_is_retried(hubspot: World) -> None:
+    await connected_with_mapping(hubspot)
+    lead_id = await hubspot.lead(email="flaky-refresh@example.com", name="Flo")
+    hubspot.fake.expire_tokens()
+    hubspot.fake.fail_next(2, status=500, path="/oauth/v1/token")
+
+    synced = await hubspot.sync.SyncLead(hubspot.sync_request(lead_id), metadata=hubspot.auth("member"))
+
+    assert synced.action == "created"
+    refreshes = [c for c in hubspot.fake.calls_to("/oauth/v1/token") if c.body.get("grant_type") == "refresh_token"]
+    assert len(refreshes) == 3  # two 500s, then the one that worked
+    assert len(hubspot.waits) == 2  # with backoff between them
+    status = await hubspot.status.GetStatus(status_pb2.GetStatusRequest(), metadata=hubspot.auth("member"))
+    assert status.integrations["hubspot"].state == "CONNECTED"
+
+
 async def test_fifty_concurrent_syncs_with_an_expired_token_cause_exactly_one_refresh(hubspot: World) -> None:
     await connected_with_mapping(hubspot)
     lead_ids = [await hubspot.lead(email=f"many{n}@example.com", name=f"N{n}") for n in range(50)]

@@ -189,6 +189,46 @@ async def test_rotating_refresh_tokens_survive_fifty_concurrent_syncs_on_an_expi
         assert again.action == "updated", "the rotated refresh token was stored and still works"
 
 
+async def test_a_refused_connection_to_the_token_endpoint_is_retried_even_with_rotating_tokens(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with salesforce_world(database_url, tmp_path, rotate_refresh_tokens=True) as org:
+        await connected_with_mapping(org)
+        lead_id = await org.lead(email="rotating@example.com", name="Rota")
+        org.fake.expire_sessions()
+        org.fake.fail_next(2, status=429, path="/services/oauth2/token")  # surely not applied: safe to resend
+
+        synced = await org.sync.SyncLead(org.sync_request(lead_id), metadata=org.auth("member"))
+
+        assert synced.action == "created"
+        refreshes = [
+            c for c in org.fake.calls_to("/services/oauth2/token") if c.body.get("grant_type") == "refresh_token"
+        ]
+        assert len(refreshes) == 3
+
+
+async def test_a_5xx_refresh_of_a_rotating_token_is_not_resent_with_the_token_it_may_have_spent(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The CRM may have rotated the token before the 5xx: sending the old one again would kill the whole chain.
+    async with salesforce_world(database_url, tmp_path, rotate_refresh_tokens=True) as org:
+        await connected_with_mapping(org)
+        lead_id = await org.lead(email="rotating-5xx@example.com", name="Rota")
+        org.fake.expire_sessions()
+        org.fake.fail_next(1, status=503, path="/services/oauth2/token")
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await org.sync.SyncLead(org.sync_request(lead_id), metadata=org.auth("member"))
+
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        refreshes = [
+            c for c in org.fake.calls_to("/services/oauth2/token") if c.body.get("grant_type") == "refresh_token"
+        ]
+        assert len(refreshes) == 1
+        again = await org.sync.SyncLead(org.sync_request(lead_id), metadata=org.auth("member"))
+        assert again.action == "created", "the chain is intact: the next sync refreshes and works"
+
+
 async def test_the_daily_api_limit_is_resource_exhausted_without_a_retry_storm_and_shows_in_status(
     salesforce: World,
 ) -> None:

@@ -19,6 +19,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.core.caller import Caller
+from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import AuthExpired, FailedPrecondition, RefreshRejected, VaultError
 from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.providers import CrmProvider, TokenSet
@@ -40,13 +41,25 @@ T = TypeVar("T")
 CREDENTIALS_EXPIRED = "Credentials expired"
 #: Refresh this long before the CRM's stated expiry, so a token never dies mid-call.
 REFRESH_MARGIN = timedelta(minutes=2)
+#: A refresh retries a failing token endpoint (5xx, 429, timeouts) for at most this long: it holds the
+#: credentials' lock meanwhile, which other refreshers (and, on SQLite, every writer) wait for.
+REFRESH_RETRY_SECONDS = 5.0
 
 
 class CredentialStore:
-    def __init__(self, database: Database, vault: Vault, notifications: NotificationDispatcher) -> None:
+    def __init__(
+        self,
+        database: Database,
+        vault: Vault,
+        notifications: NotificationDispatcher,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self._database = database
         self._vault = vault
         self._notifications = notifications
+        retry = retry or RetryPolicy()
+        self._refresh_retry = replace(retry, deadline_seconds=min(retry.deadline_seconds, REFRESH_RETRY_SECONDS))
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def save(self, team_id: str, provider: str, tokens: TokenSet, *, session: AsyncSession | None = None) -> None:
@@ -99,7 +112,11 @@ class CredentialStore:
                     provider=provider.name,
                 )
             try:
-                fresh = await provider.refresh(current)
+                # A CRM that rotates refresh tokens may have spent ours before a lost answer: sending it again
+                # would kill the chain, so such a refresh is retried only when it surely did not arrive.
+                fresh = await self._refresh_retry.run(
+                    lambda: provider.refresh(current), idempotent=not provider.capabilities.rotates_refresh_tokens
+                )
             except RefreshRejected as error:
                 await self._mark_expired(session, caller, provider.name, error.message)
                 raise RefreshRejected(

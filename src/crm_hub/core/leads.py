@@ -13,15 +13,20 @@ from crm_hub.core.caller import Caller
 from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from crm_hub.storage import Database, Lead, LeadRepository, TeamRepository, TimelineEvent, TimelineRepository
 
-__all__ = ["LeadRecord", "LeadService", "TimelineEntry", "TimelinePage"]
+__all__ = ["LeadRecord", "LeadService", "TimelineEntry", "TimelinePage", "check_lead_id"]
 
 MAX_FIELDS = 100
 MAX_VALUE_LENGTH = 10_000
 MAX_EXTERNAL_ID_LENGTH = 128
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: Longest lead id looked up at all: longer is the caller's mistake (INVALID_ARGUMENT), not an unknown lead.
+MAX_LEAD_ID_LENGTH = 128
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _LEAD_ID = re.compile(r"^[0-9a-f]{32}$")
+#: C0 control characters but tab, newline and carriage return: no lead value legitimately holds them, and NUL
+#: is cut short or refused by the CRMs and by PostgreSQL.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -94,13 +99,13 @@ class LeadService:
         return LeadRecord.of(lead), created
 
     async def get(self, caller: Caller, lead_id: str) -> LeadRecord:
-        _check_lead_id(lead_id)
+        check_lead_id(lead_id)
         async with self._database.session() as session:
             return LeadRecord.of(await LeadRepository(session).get(caller.team_id, lead_id))
 
     async def timeline(self, caller: Caller, lead_id: str, *, page_size: int = 0, page_token: str = "") -> TimelinePage:
         """The lead's events, newest first, ``page_size`` at a time."""
-        _check_lead_id(lead_id)
+        check_lead_id(lead_id)
         if page_size < 0:
             raise InvalidArgument("pageSize must not be negative.", field_violations=[
                 FieldViolation("page_size", "must be between 1 and 500, or 0 for the default of 50"),
@@ -132,8 +137,10 @@ def _validate_lead(fields: Mapping[str, str], external_id: str) -> None:
             )
         elif len(value) > MAX_VALUE_LENGTH:
             violations.append(FieldViolation(f"fields[{name}]", f"longer than {MAX_VALUE_LENGTH} characters"))
+        elif _CONTROL_CHARACTER.search(value):
+            violations.append(FieldViolation(f"fields[{name}]", "contains a control character (such as NUL)"))
     email = fields.get("email")
-    if email is not None and email.strip() and not _looks_like_email(email):
+    if email is not None and email.strip() and not _CONTROL_CHARACTER.search(email) and not _looks_like_email(email):
         violations.append(FieldViolation("fields[email]", f"{email[:80]!r} is not an email address"))
     if len(external_id) > MAX_EXTERNAL_ID_LENGTH or not external_id.isprintable():
         violations.append(FieldViolation("external_id", f"at most {MAX_EXTERNAL_ID_LENGTH} printable characters"))
@@ -150,7 +157,14 @@ def _looks_like_email(value: str) -> bool:
     return bool(at and local and "." in domain and not domain.startswith(".") and " " not in value.strip())
 
 
-def _check_lead_id(lead_id: str) -> None:
+def check_lead_id(lead_id: str) -> None:
+    """INVALID_ARGUMENT for an id too long to be one, NOT_FOUND for one of the wrong shape."""
+    if len(lead_id) > MAX_LEAD_ID_LENGTH:
+        raise InvalidArgument(
+            f"A lead id is 32 hexadecimal characters; this one has {len(lead_id)}.",
+            reason="LEAD_ID_INVALID",
+            field_violations=[FieldViolation("lead_id", f"at most {MAX_LEAD_ID_LENGTH} characters")],
+        )
     # A malformed id is indistinguishable from a missing one: no hint about id formats or other teams.
     if not _LEAD_ID.match(lead_id):
         raise NotFound(f"Lead {lead_id[:64]!r} not found.", reason="LEAD_NOT_FOUND")

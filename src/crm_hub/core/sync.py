@@ -17,6 +17,7 @@ from typing import Any
 from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CREDENTIALS_EXPIRED, CredentialStore
 from crm_hub.core.fields import FieldCatalog
+from crm_hub.core.leads import check_lead_id
 from crm_hub.core.payload import build_payload, required_values_missing
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import (
@@ -257,6 +258,7 @@ class SyncEngine:
                 field_violations=violations,
             )
         crm = self._plugins.providers().get(provider)
+        check_lead_id(lead_id)
         started = time.perf_counter()
         async with self._database.session() as session:
             lead = await LeadRepository(session).get(caller.team_id, lead_id)
@@ -406,4 +408,9 @@ def _dry_run_message(label: str, plan: _Plan) -> str:
         return f"Dry run: the existing {label} contact would be updated."
     if plan.action == "conflict":
         return f"Dry run: {label} already has a contact with this email and would refuse a new one (policy create_new)."
+    if plan.others:
+        return (
+            f"Dry run: a new {label} contact would be created beside the {len(plan.others)} with this email "
+            f"(policy create_new), unless duplicate rules set up in {label} refuse it."
+        )
     return f"Dry run: a new {label} contact would be created."

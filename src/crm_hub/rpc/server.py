@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -12,7 +14,9 @@ from grpc_health.v1._async import HealthServicer  # health.aio, which the type s
 from grpc_reflection.v1alpha import reflection
 
 from crm_hub.application import Application
-from crm_hub.rpc.interceptors import ServerInterceptor
+from crm_hub.config import Settings
+from crm_hub.errors import ConfigurationError
+from crm_hub.rpc.interceptors import MAX_REQUEST_BYTES, ServerInterceptor
 from crm_hub.rpc.servicers import (
     FieldsServicer,
     IntegrationsServicer,
@@ -45,6 +49,16 @@ SERVICE_NAMES = (
     leads_pb2.DESCRIPTOR.services_by_name["LeadsService"].full_name,
 )
 SHUTDOWN_GRACE_SECONDS = 10.0
+#: gRPC's metadata limits: a soft one that refuses *some* calls above it at random and a hard one that refuses
+#: all. Both at 64 KiB, far above the 8 KiB token limit (``MAX_TOKEN_BYTES``), so the answer is never random.
+MAX_METADATA_BYTES = 64 * 1024
+SERVER_OPTIONS = (
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    # Above MAX_REQUEST_BYTES, so a too-large request reaches the interceptor and gets its clear
+    # INVALID_ARGUMENT (REQUEST_TOO_LARGE); only beyond this does gRPC itself refuse it.
+    ("grpc.max_receive_message_length", 8 * MAX_REQUEST_BYTES),
+)
 
 
 async def create_server(
@@ -54,7 +68,9 @@ async def create_server(
 
     Returns the server, the bound port and the health servicer (whose status ``serve`` flips).
     """
-    server = grpc.aio.server(interceptors=[ServerInterceptor(application.verifier)])
+    bind_address = address or application.settings.grpc_address
+    check_listener_security(application.settings, bind_address)
+    server = grpc.aio.server(interceptors=[ServerInterceptor(application.verifier)], options=SERVER_OPTIONS)
     integrations_pb2_grpc.add_IntegrationsServiceServicer_to_server(IntegrationsServicer(application), server)
     fields_pb2_grpc.add_FieldsServiceServicer_to_server(FieldsServicer(application), server)
     sync_pb2_grpc.add_SyncServiceServicer_to_server(SyncServicer(application), server)
@@ -67,11 +83,59 @@ async def create_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    bind_address = address or application.settings.grpc_address
-    port = server.add_insecure_port(bind_address)
+    credentials = server_credentials(application.settings)
+    if credentials is None:
+        port = server.add_insecure_port(bind_address)
+    else:
+        port = server.add_secure_port(bind_address, credentials)
     if port == 0:
         raise OSError(f"could not bind the gRPC server to {bind_address}")
     return server, port, health_servicer
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from CRM_HUB_GRPC_TLS_CERT/KEY (mutual TLS with CRM_HUB_GRPC_TLS_CLIENT_CA), or None."""
+    if settings.grpc_tls_cert is None or settings.grpc_tls_key is None:
+        return None
+    key = _read_pem(settings.grpc_tls_key, "CRM_HUB_GRPC_TLS_KEY")
+    chain = _read_pem(settings.grpc_tls_cert, "CRM_HUB_GRPC_TLS_CERT")
+    client_ca = (
+        _read_pem(settings.grpc_tls_client_ca, "CRM_HUB_GRPC_TLS_CLIENT_CA") if settings.grpc_tls_client_ca else None
+    )
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def check_listener_security(settings: Settings, address: str) -> None:
+    """In production, refuse to serve plaintext beyond loopback unless a TLS-terminating proxy is declared."""
+    if not settings.production or settings.grpc_tls_cert is not None or settings.behind_tls_proxy:
+        return
+    if not _is_loopback(address.rpartition(":")[0]):
+        raise ConfigurationError(
+            f"CRM_HUB_ENV=production refuses to serve gRPC in plaintext on {address}: set CRM_HUB_GRPC_TLS_CERT and "
+            "CRM_HUB_GRPC_TLS_KEY, listen on loopback, or set CRM_HUB_BEHIND_TLS_PROXY=true if a TLS-terminating "
+            "proxy (the gateway with CRM_HUB_TLS_CERT, a load balancer) is the only way in."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or "" (every interface)
+
+
+def _read_pem(path: Path, setting: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(f"{setting} names no readable file: {path} ({error.strerror})") from None
 
 
 async def serve(application: Application) -> None:
@@ -80,7 +144,14 @@ async def serve(application: Application) -> None:
     server, port, health_servicer = await create_server(application)
     await server.start()
     host = application.settings.grpc_address.rpartition(":")[0]
-    logger.info("serving", extra={"address": f"{host}:{port}", "providers": providers})
+    logger.info(
+        "serving",
+        extra={
+            "address": f"{host}:{port}",
+            "tls": application.settings.grpc_tls_cert is not None,
+            "providers": providers,
+        },
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

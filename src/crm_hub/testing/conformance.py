@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.sync import DUPLICATE_POLICIES, ContactWriter
-from crm_hub.errors import AuthExpired, ProviderError, RateLimited, Rejected, Unavailable
+from crm_hub.errors import AlreadyExists, AuthExpired, ProviderError, RateLimited, Rejected, Unavailable
 from crm_hub.providers import DUPLICATE_CONTACT, FIELD_TYPES, ContactInput, ContactUpdate, CrmProvider, TokenSet
 
 __all__ = ["ConformanceHarness", "FailureKind", "ProviderConformance", "follow_consent"]
@@ -275,6 +275,34 @@ class ProviderConformance:
         assert tokens.access_token not in str(caught.value)
 
     # -- Dry run through the core ----------------------------------------------------------------
+
+    async def test_create_new_onto_an_existing_email_does_what_its_dry_run_previewed(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        """``create_new`` always asks for a new contact: beside the existing one where the CRM takes several
+        per email, ALREADY_EXISTS where it refuses them. The dry run previews exactly that, but for refusals
+        the provider cannot know of beforehand (rules an org configures: ``enforces_unique_email`` without
+        ``unique_email``)."""
+        harness, tokens = connected
+        email = _email()
+        [existing] = await harness.provider.create_contacts(tokens, [ContactInput(harness.valid_contact(email), email)])
+        writer = ContactWriter(RetryPolicy(attempts=1))
+        payload = harness.valid_contact(email)
+        preview = await writer.apply(harness.provider, tokens, payload, email, "create_new", dry_run=True)
+        if harness.provider.capabilities.unique_email:
+            assert (preview.action, preview.contact_id) == ("would_conflict", existing.contact_id)
+        else:
+            assert (preview.action, preview.other_contact_ids) == ("would_create", [existing.contact_id])
+        if harness.enforces_unique_email:
+            with pytest.raises(AlreadyExists) as caught:
+                await writer.apply(harness.provider, tokens, payload, email, "create_new", dry_run=False)
+            assert caught.value.metadata.get("contact_id") == existing.contact_id
+            return
+        outcome = await writer.apply(harness.provider, tokens, payload, email, "create_new", dry_run=False)
+        assert outcome.action == "created"
+        assert outcome.contact_id not in (None, existing.contact_id)
+        found = await harness.provider.find_contacts_by_email(tokens, [email])
+        assert found[email] == [existing.contact_id, outcome.contact_id]
 
     async def test_dry_runs_never_write(self, connected: tuple[ConformanceHarness, TokenSet]) -> None:
         harness, tokens = connected

@@ -245,7 +245,7 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
             status=status,
             metadata=metadata,
         )
-    if oauth_error == "rate_limit_exceeded":
+    if oauth_error == "rate_limit_exceeded" or status == 429:
         return RateLimited(
             "Salesforce's login service asks us to slow down; try again shortly.",
             retry_after=_retry_after(response),

@@ -73,12 +73,10 @@ def _code_words(path: Path) -> str:
 def test_no_provider_specific_name_or_rule_is_in_the_core(folder: str) -> None:
     offenders = []
     for path in modules_under(folder):
-        words = _code_words(path)
+        # An example in a user-facing hint is the one exception worth keeping.
+        words = _code_words(path).replace('"name the crm to sync to, e.g. hubspot"', "")
         offenders += [f"{path.name}: {crm}" for crm in ("hubspot", "salesforce") if crm in words]
-    # An example in a user-facing hint is the one exception worth keeping.
-    assert offenders in ([], ["sync.py: hubspot"])
-    if offenders:
-        assert '"name the crm to sync to, e.g. hubspot"' in _code_words(SOURCE / "core" / "sync.py")
+    assert offenders == []
 
 
 def test_the_core_knows_no_grpc_or_protobuf() -> None:

@@ -27,7 +27,7 @@ SERVICES = [
 ]
 METHODS: list[MethodDescriptor] = [method for service in SERVICES for method in service.methods]
 
-#: The spec's REST surface: (verb, path, body, RPC).
+#: The spec's REST surface and the sync engine's job paths: (verb, path, body, RPC).
 REST_SURFACE = {
     ("GET", "/integrations/{kind}/start", "", "crm_hub.v1.IntegrationsService.StartOAuth"),
     ("POST", "/integrations/{kind}/callback", "*", "crm_hub.v1.IntegrationsService.CompleteOAuth"),
@@ -36,6 +36,12 @@ REST_SURFACE = {
     ("POST", "/integrations/{kind}/mapping", "*", "crm_hub.v1.FieldsService.SaveMapping"),
     ("GET", "/integrations/{kind}/mapping", "", "crm_hub.v1.FieldsService.GetMapping"),
     ("POST", "/crm/sync/lead/{lead_id}", "options", "crm_hub.v1.SyncService.SyncLead"),
+    ("POST", "/crm/sync/leads", "options", "crm_hub.v1.SyncService.SyncLeads"),
+    ("GET", "/crm/sync/jobs/{job_id}", "", "crm_hub.v1.SyncService.GetSyncJob"),
+    ("GET", "/crm/sync/jobs", "", "crm_hub.v1.SyncService.ListSyncJobs"),
+    ("POST", "/crm/sync/jobs/{job_id}/cancel", "*", "crm_hub.v1.SyncService.CancelSyncJob"),
+    ("GET", "/crm/sync/jobs/{job_id}/results", "", "crm_hub.v1.SyncService.ListSyncJobResults"),
+    ("GET", "/crm/sync/jobs/{job_id}/watch", "", "crm_hub.v1.SyncService.WatchSyncJob"),
     ("GET", "/integrations/status", "", "crm_hub.v1.StatusService.GetStatus"),
     ("POST", "/leads", "*", "crm_hub.v1.LeadsService.CreateLead"),
     ("GET", "/leads/{lead_id}", "", "crm_hub.v1.LeadsService.GetLead"),
@@ -99,7 +105,7 @@ def _field_at(message: Descriptor, path: str) -> FieldDescriptor | None:
     return field
 
 
-def test_there_are_five_services_with_eleven_rpcs() -> None:
+def test_there_are_five_services_with_seventeen_rpcs() -> None:
     assert [service.full_name for service in SERVICES] == [
         "crm_hub.v1.IntegrationsService",
         "crm_hub.v1.FieldsService",
@@ -107,7 +113,7 @@ def test_there_are_five_services_with_eleven_rpcs() -> None:
         "crm_hub.v1.StatusService",
         "crm_hub.v1.LeadsService",
     ]
-    assert len(METHODS) == 11
+    assert len(METHODS) == 17
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda method: method.full_name)

@@ -14,9 +14,11 @@ from crm_hub.core.leads import LeadService
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.status import StatusReporter
 from crm_hub.core.sync import SyncEngine
+from crm_hub.core.sync.jobs import SyncJobs
 from crm_hub.errors import ConfigurationError
 from crm_hub.notifications import NotificationDispatcher
 from crm_hub.plugins import PluginHost
+from crm_hub.queue import InProcessQueue
 from crm_hub.secret_files import load_or_create_secret
 from crm_hub.storage import Database, normalize_database_url
 from crm_hub.vault import Vault, vault_from_settings
@@ -40,6 +42,7 @@ class Application:
     connections: ConnectionService
     fields: FieldCatalog
     sync: SyncEngine
+    jobs: SyncJobs
     leads: LeadService
     status: StatusReporter
 
@@ -66,6 +69,9 @@ class Application:
         notifications = NotificationDispatcher(plugins.notifiers())
         credentials = CredentialStore(database, vault, notifications, retry=retry)
         fields = FieldCatalog(database, plugins, credentials, retry=retry)
+        sync = SyncEngine(database, plugins, credentials, fields, notifications, retry)
+        jobs = SyncJobs(database, plugins, sync, notifications)
+        jobs.queue = InProcessQueue(jobs.run_batch)
         return cls(
             settings=settings,
             database=database,
@@ -76,7 +82,8 @@ class Application:
             credentials=credentials,
             connections=ConnectionService(database, vault, plugins, credentials, fields, notifications),
             fields=fields,
-            sync=SyncEngine(database, plugins, credentials, fields, notifications, retry),
+            sync=sync,
+            jobs=jobs,
             leads=LeadService(database),
             status=StatusReporter(database, plugins),
         )
@@ -90,7 +97,13 @@ class Application:
                 logger.warning("provider not configured", extra={"provider": provider.name, "problem": problem})
         return registry.names()
 
+    async def start_background(self) -> None:
+        """Resume what a stopped process left: unfinished jobs are queued again, interrupted writes reconciled."""
+        await self.jobs.recover()
+
     async def aclose(self) -> None:
+        if isinstance(self.jobs.queue, InProcessQueue):
+            await self.jobs.queue.close()
         await self.notifications.drain()
         for provider in self.plugins.providers():
             await provider.aclose()

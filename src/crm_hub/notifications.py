@@ -18,7 +18,9 @@ __all__ = ["Notification", "NotificationDispatcher", "NotificationKind", "Notifi
 
 logger = logging.getLogger(__name__)
 
-NotificationKind = Literal["sync_succeeded", "sync_failed", "credentials_expired", "connected", "disconnected"]
+NotificationKind = Literal[
+    "sync_succeeded", "sync_failed", "sync_job_finished", "credentials_expired", "connected", "disconnected"
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class Notification:
     contact_id: str | None = None
     reason: str | None = None
     request_id: str = ""
+    #: The sync job it is about (``sync_job_finished``: one summary per job, never a message per lead).
+    job_id: str | None = None
 
 
 class Notifier(ABC):
@@ -39,7 +43,7 @@ class Notifier(ABC):
     name: ClassVar[str]
     #: Kinds this notifier wants; others are not sent to it.
     kinds: ClassVar[frozenset[NotificationKind]] = frozenset(
-        {"sync_succeeded", "sync_failed", "credentials_expired", "connected", "disconnected"}
+        {"sync_succeeded", "sync_failed", "sync_job_finished", "credentials_expired", "connected", "disconnected"}
     )
 
     @property

@@ -12,12 +12,15 @@ failures by raising the ``crm_hub.errors.ProviderError`` subclasses (``AuthExpir
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from crm_hub.errors import ProviderError
@@ -29,15 +32,21 @@ __all__ = [
     "ContactInput",
     "ContactUpdate",
     "CrmField",
+    "CrmOperation",
     "CrmProvider",
+    "CrmRequest",
+    "CrmRequestObserver",
     "FieldOption",
     "FieldType",
     "PartialWrite",
     "ProviderCapabilities",
+    "Quota",
     "TokenSet",
     "WriteResult",
+    "crm_request",
     "is_secure_url",
     "missing_settings_problem",
+    "observing",
     "write_in_batches",
 ]
 
@@ -209,6 +218,89 @@ async def write_in_batches(
         results.extend(WriteResult(error=error) for _ in items[len(results) :])
         break
     return results
+
+
+# -- Observing CRM requests ------------------------------------------------------------------------
+
+#: What a request to the CRM is for: the labels of its rate budget, call counts, metrics and traces.
+CrmOperation = Literal["token", "revoke", "fields", "lookup", "create", "update", "upsert"]
+
+
+class CrmRequestObserver(Protocol):
+    """Watches every request a provider sends (the core's rate budget, call counts, metrics, traces)."""
+
+    async def started(self, provider: str, operation: CrmOperation) -> None:
+        """Before the request is sent; may wait (for the rate budget)."""
+
+    def finished(self, provider: str, operation: CrmOperation, request: CrmRequest) -> None:
+        """Once it is answered, or failed without an answer (``request.error``)."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    """An API allowance the CRM reported in its answer (Salesforce's ``Sforce-Limit-Info``, HubSpot's
+    ``X-HubSpot-RateLimit-*`` headers): ``used`` of ``limit`` requests in a window of ``window_seconds``."""
+
+    name: str
+    used: int
+    limit: int
+    window_seconds: int
+
+
+@dataclass
+class CrmRequest:
+    """One request to the CRM as a provider reports it: ``answered(...)`` once the CRM has answered."""
+
+    status: int | None = None
+    quota: Quota | None = None
+    seconds: float = 0.0
+    error: BaseException | None = None
+
+    def answered(self, status: int, quota: Quota | None = None) -> None:
+        """The CRM answered with HTTP ``status``; ``quota`` is what it said of the account's allowance."""
+        self.status = status
+        self.quota = quota
+
+
+_observers: contextvars.ContextVar[tuple[CrmRequestObserver, ...]] = contextvars.ContextVar(
+    "crm_hub_request_observers", default=()
+)
+
+
+@contextlib.contextmanager
+def observing(observer: CrmRequestObserver) -> Iterator[None]:
+    """Within this block (this task and what it awaits), ``observer`` sees every ``crm_request``."""
+    token = _observers.set((*_observers.get(), observer))
+    try:
+        yield
+    finally:
+        _observers.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def crm_request(provider: str, operation: CrmOperation) -> AsyncIterator[CrmRequest]:
+    """Wrap each HTTP request a provider sends to its CRM, and call ``answered`` with the response::
+
+        async with crm_request(self.name, "lookup") as request:
+            response = await self._client.post(...)
+            request.answered(response.status_code)
+
+    The core's observers see it: it waits for the account's rate budget, and is counted and timed.
+    """
+    observers = _observers.get()
+    for observer in observers:
+        await observer.started(provider, operation)
+    request = CrmRequest()
+    started = time.perf_counter()
+    try:
+        yield request
+    except BaseException as error:
+        request.error = error
+        raise
+    finally:
+        request.seconds = time.perf_counter() - started
+        for observer in observers:
+            observer.finished(provider, operation, request)
 
 
 class CrmProvider(ABC):

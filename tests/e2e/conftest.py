@@ -119,8 +119,10 @@ class World:
         created = await self.leads.CreateLead(leads_pb2.CreateLeadRequest(fields=fields), metadata=self.auth("member"))
         return created.lead.id
 
-    def sync_request(self, lead_id: str, policy: str = "", *, dry_run: bool = False) -> sync_pb2.SyncLeadRequest:
-        options = sync_pb2.SyncOptions(provider=self.kind, duplicate_policy=policy)
+    def sync_request(
+        self, lead_id: str, policy: str = "", *, dry_run: bool = False, force: bool = False
+    ) -> sync_pb2.SyncLeadRequest:
+        options = sync_pb2.SyncOptions(provider=self.kind, duplicate_policy=policy, force=force)
         return sync_pb2.SyncLeadRequest(lead_id=lead_id, dry_run=dry_run, options=options)
 
 

@@ -134,7 +134,7 @@ def test_transcoder_serves_exactly_the_servers_services() -> None:
 
 
 def test_query_parameters_may_not_name_any_path_variable() -> None:
-    assert path_variables(load_descriptor_set()) == ["kind", "leadId", "lead_id"]
+    assert path_variables(load_descriptor_set()) == ["jobId", "job_id", "kind", "leadId", "lead_id"]
 
 
 def test_descriptor_set_carries_the_error_detail_types_and_is_current() -> None:

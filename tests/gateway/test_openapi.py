@@ -73,7 +73,7 @@ def test_sync_takes_dry_run_in_the_query_and_the_options_as_body(document: dict[
     assert parameters == {("lead_id", "path"): {"type": "string"}, ("dryRun", "query"): {"type": "boolean"}}
     assert sync["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SyncOptions"}
     options = document["components"]["schemas"]["SyncOptions"]["properties"]
-    assert set(options) == {"provider", "duplicatePolicy"}
+    assert set(options) == {"provider", "duplicatePolicy", "force"}
     response = document["components"]["schemas"]["SyncLeadResponse"]
     assert {"success", "contactId", "action", "message"} <= set(response["required"])  # printed even when empty
     assert response["properties"]["payload"] == {
@@ -106,7 +106,7 @@ async def test_every_documented_query_parameter_is_accepted_by_the_gateway(
 ) -> None:
     checked = 0
     for (verb, path), operation in _operations(document).items():
-        url = path.replace("{kind}", "memorycrm").replace("{lead_id}", "0" * 32)
+        url = path.replace("{kind}", "memorycrm").replace("{lead_id}", "0" * 32).replace("{job_id}", "0" * 32)
         body = {"provider": "memorycrm"} if "requestBody" in operation else None
         for parameter in operation.get("parameters", []):
             if parameter["in"] != "query":
@@ -123,4 +123,5 @@ async def test_every_documented_query_parameter_is_accepted_by_the_gateway(
                 response.text,
             )
             checked += 1
-    assert checked == 3  # dryRun, pageSize, pageToken
+    # dryRun (one lead, a job), pageSize and pageToken (timeline, jobs, results), a results page's outcome.
+    assert checked == 9

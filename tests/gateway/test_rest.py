@@ -129,12 +129,12 @@ async def test_dry_run_query_parameter_reaches_the_rpc(
     assert crm_contacts() == [written.json()["contactId"]]
 
     again = await http.post(f"/crm/sync/lead/{lead_id}?dryRun=0", json=body, headers=headers(team_id, "member"))
-    assert again.json()["action"] == "updated"
+    assert again.json()["action"] == "unchanged"  # nothing changed since: nothing was sent
     assert again.json()["contactId"] == written.json()["contactId"]
 
     timeline = await http.get(f"/leads/{lead_id}/timeline", headers=headers(team_id, "member"))
     actions = [event["action"] for event in timeline.json()["events"]]
-    assert actions[:2] == ["updated", "created"]  # newest first
+    assert actions[:2] == ["unchanged", "created"]  # newest first
 
 
 @pytest.mark.parametrize(

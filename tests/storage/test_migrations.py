@@ -15,7 +15,17 @@ from sqlalchemy.engine import Connection
 from crm_hub.storage import Base, Database, alembic_config, normalize_database_url, upgrade
 from crm_hub.storage.migrate import migration_connection
 
-TABLES = {"teams", "credentials", "integrations", "leads", "timeline_events", "oauth_states"}
+TABLES = {
+    "teams",
+    "credentials",
+    "integrations",
+    "leads",
+    "timeline_events",
+    "oauth_states",
+    "lead_sync_states",
+    "sync_jobs",
+    "sync_job_results",
+}
 
 
 def _differences(connection: Connection) -> list[Any]:
@@ -59,7 +69,7 @@ async def test_every_foreign_key_cascades_on_delete(database: Database) -> None:
     async with database.engine.connect() as connection:
         found = await connection.run_sync(foreign_keys)
 
-    assert len(found) == 6
+    assert len(found) == 11
     assert {option.upper() for option in found.values()} == {"CASCADE"}
 
 

@@ -22,6 +22,8 @@ from crm_hub.storage import (
     TeamRepository,
     TimelineRepository,
 )
+from crm_hub.storage.models import SyncJob
+from crm_hub.storage.sync import JobRepository, StateChange, SyncStateRepository
 
 
 async def test_ensuring_a_team_twice_keeps_one_row(database: Database) -> None:
@@ -75,6 +77,24 @@ async def test_deleting_a_team_cascades(database: Database, team_id: str, other_
                 actor="user-1",
                 expires_at=datetime.now(UTC) + timedelta(minutes=10),
             )
+            await SyncStateRepository(session).record_outcomes(
+                owner, "hubspot", [StateChange(lead.id, "synced", "created", contact_id="c-1")]
+            )
+            job = await JobRepository(session).create(
+                SyncJob(
+                    team_id=owner,
+                    provider="hubspot",
+                    duplicate_policy="update",
+                    dry_run=False,
+                    force=False,
+                    selection="all",
+                    state="queued",
+                    total=0,
+                    actor="user-1",
+                    request_id="req-1",
+                )
+            )
+            await JobRepository(session).select_leads(job)
 
     async def rows_owned_by(owner: str) -> dict[str, int]:
         async with database.session() as session:
@@ -94,7 +114,16 @@ async def test_deleting_a_team_cascades(database: Database, team_id: str, other_
         assert await TeamRepository(session).delete(team_id)
         assert not await TeamRepository(session).delete(f"team-{uuid.uuid4().hex}")
 
-    expected = {"credentials": 1, "integrations": 1, "leads": 1, "oauth_states": 1, "timeline_events": 1}
+    expected = {
+        "credentials": 1,
+        "integrations": 1,
+        "leads": 1,
+        "oauth_states": 1,
+        "timeline_events": 1,
+        "lead_sync_states": 1,
+        "sync_jobs": 1,
+        "sync_job_results": 1,
+    }
     assert await rows_owned_by(team_id) == dict.fromkeys(expected, 0)
     assert await rows_owned_by(other_team_id) == expected
 

@@ -74,8 +74,8 @@ async def test_a_lead_syncs_by_upsert_and_a_duplicate_create_is_already_exists(
     )
     sync = sync_pb2_grpc.SyncServiceStub(running.channel)
 
-    def request(policy: str, *, dry_run: bool = False) -> sync_pb2.SyncLeadRequest:
-        options = sync_pb2.SyncOptions(provider="hubspot", duplicate_policy=policy)
+    def request(policy: str, *, dry_run: bool = False, force: bool = False) -> sync_pb2.SyncLeadRequest:
+        options = sync_pb2.SyncOptions(provider="hubspot", duplicate_policy=policy, force=force)
         return sync_pb2.SyncLeadRequest(lead_id=lead.lead.id, dry_run=dry_run, options=options)
 
     preview = await sync.SyncLead(request("update", dry_run=True), metadata=auth)
@@ -88,8 +88,11 @@ async def test_a_lead_syncs_by_upsert_and_a_duplicate_create_is_already_exists(
     assert contact.properties["firstname"] == "Ada"
     assert [call.path for call in fake.write_calls()] == ["/crm/v3/objects/contacts/batch/upsert"]
 
+    unchanged = await sync.SyncLead(request("update"), metadata=auth)
+    assert (unchanged.action, len(fake.write_calls())) == ("unchanged", 1), "nothing changed: nothing was sent"
+
     fake.expire_tokens()  # the core refreshes and retries once
-    again = await sync.SyncLead(request("update"), metadata=auth)
+    again = await sync.SyncLead(request("update", force=True), metadata=auth)
     assert (again.action, again.contact_id) == ("updated", contact.id)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -149,9 +149,17 @@ class CredentialStore:
         integrations = IntegrationRepository(session)
         before = await integrations.get(caller.team_id, provider)
         already = (
-            before is not None and before.status == IntegrationStatus.ERROR and before.error == CREDENTIALS_EXPIRED
+            before is not None
+            and before.status == IntegrationStatus.ERROR
+            and before.error_reason == RefreshRejected.default_reason
         )
-        await integrations.upsert_status(caller.team_id, provider, IntegrationStatus.ERROR, CREDENTIALS_EXPIRED)
+        await integrations.upsert_status(
+            caller.team_id,
+            provider,
+            IntegrationStatus.ERROR,
+            CREDENTIALS_EXPIRED,
+            reason=RefreshRejected.default_reason,
+        )
         await TimelineRepository(session).append(
             caller.team_id,
             provider=provider,

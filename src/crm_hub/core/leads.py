@@ -12,8 +12,10 @@ from datetime import datetime
 from crm_hub.core.caller import Caller
 from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from crm_hub.storage import Database, Lead, LeadRepository, TeamRepository, TimelineEvent, TimelineRepository
+from crm_hub.storage.models import LeadSyncState
+from crm_hub.storage.sync import SyncStateRepository
 
-__all__ = ["LeadRecord", "LeadService", "TimelineEntry", "TimelinePage", "check_lead_id"]
+__all__ = ["LeadRecord", "LeadService", "LeadSyncView", "TimelineEntry", "TimelinePage", "check_lead_id"]
 
 MAX_FIELDS = 100
 MAX_VALUE_LENGTH = 10_000
@@ -41,6 +43,27 @@ class LeadRecord:
     @classmethod
     def of(cls, row: Lead) -> LeadRecord:
         return cls(id=row.id, fields=dict(row.fields), external_id=row.external_id, created_at=row.created_at)
+
+
+@dataclass(frozen=True)
+class LeadSyncView:
+    """Where a lead stands with one provider."""
+
+    provider: str
+    status: str
+    contact_id: str | None
+    last_action: str | None
+    last_synced_at: datetime | None
+    last_attempt_at: datetime | None
+    attempts: int
+    failures: int
+    error_reason: str | None
+    error: str | None
+    job_id: str | None
+
+    @classmethod
+    def of(cls, row: LeadSyncState) -> LeadSyncView:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -98,10 +121,13 @@ class LeadService:
             )
         return LeadRecord.of(lead), created
 
-    async def get(self, caller: Caller, lead_id: str) -> LeadRecord:
+    async def get(self, caller: Caller, lead_id: str) -> tuple[LeadRecord, list[LeadSyncView]]:
+        """The lead, and its sync state with every provider it was ever synced to."""
         check_lead_id(lead_id)
         async with self._database.session() as session:
-            return LeadRecord.of(await LeadRepository(session).get(caller.team_id, lead_id))
+            lead = LeadRecord.of(await LeadRepository(session).get(caller.team_id, lead_id))
+            states = await SyncStateRepository(session).for_lead(caller.team_id, lead_id)
+        return lead, [LeadSyncView.of(state) for state in states]
 
     async def timeline(self, caller: Caller, lead_id: str, *, page_size: int = 0, page_token: str = "") -> TimelinePage:
         """The lead's events, newest first, ``page_size`` at a time."""

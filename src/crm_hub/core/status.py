@@ -7,7 +7,8 @@ from datetime import datetime
 
 from crm_hub.core.caller import Caller
 from crm_hub.plugins import PluginHost
-from crm_hub.storage import Database, IntegrationRepository, TimelineRepository
+from crm_hub.storage import Database, IntegrationRepository, LeadRepository, TimelineRepository
+from crm_hub.storage.sync import SyncStateRepository
 
 __all__ = ["IntegrationState", "StatusReporter"]
 
@@ -24,6 +25,12 @@ class IntegrationState:
     syncs_total: int = 0
     syncs_succeeded: int = 0
     reconnect_required: bool = False
+    error_reason: str | None = None
+    #: The team's leads by their sync state with this provider.
+    leads_synced: int = 0
+    leads_pending: int = 0
+    leads_failed: int = 0
+    leads_unsynced: int = 0
 
     @property
     def success_rate(self) -> float:
@@ -41,12 +48,15 @@ class StatusReporter:
         async with self._database.session() as session:
             integrations = {row.kind: row for row in await IntegrationRepository(session).list(caller.team_id)}
             counts = await TimelineRepository(session).sync_counts(caller.team_id)
+            states = await SyncStateRepository(session).counts(caller.team_id)
+            leads = await LeadRepository(session).count(caller.team_id)
         report: dict[str, IntegrationState] = {}
         for name in registry.names():
             row = integrations.get(name)
             total, succeeded = counts.get(name, (0, 0))
             state = row.status if row else DISCONNECTED
             problem = registry.get(name).configuration_problem()
+            by_status = states.get(name, {})
             report[name] = IntegrationState(
                 connected=state == CONNECTED,
                 state=state,
@@ -56,6 +66,11 @@ class StatusReporter:
                 syncs_total=total,
                 syncs_succeeded=succeeded,
                 reconnect_required=bool(row and row.status == ERROR),
+                error_reason=None if problem else (row.error_reason if row else None),
+                leads_synced=by_status.get("synced", 0),
+                leads_pending=by_status.get("pending", 0),
+                leads_failed=by_status.get("failed", 0),
+                leads_unsynced=leads - sum(by_status.values()),
             )
         for notifier in self._plugins.notifiers():
             if notifier.configured and notifier.name not in report:  # a provider's entry always wins

@@ -20,6 +20,7 @@ __all__ = ["SlackNotifier"]
 
 _TITLES: dict[str, str] = {
     "sync_failed": ":x: Lead sync failed",
+    "sync_job_finished": ":inbox_tray: Sync job finished",
     "credentials_expired": ":warning: CRM credentials expired — reconnect needed",
     "disconnected": ":electric_plug: CRM disconnected",
 }
@@ -27,7 +28,9 @@ _TITLES: dict[str, str] = {
 
 class SlackNotifier(Notifier):
     name: ClassVar[str] = "slack"
-    kinds: ClassVar[frozenset[NotificationKind]] = frozenset({"sync_failed", "credentials_expired", "disconnected"})
+    kinds: ClassVar[frozenset[NotificationKind]] = frozenset(
+        {"sync_failed", "sync_job_finished", "credentials_expired", "disconnected"}
+    )
 
     def __init__(
         self, webhook_url: str | None, *, transport: httpx.AsyncBaseTransport | None = None, timeout: float = 3.0
@@ -63,6 +66,7 @@ def render(notification: Notification) -> str:
     details = [
         f"team `{notification.team_id}`",
         *([f"lead `{notification.lead_id}`"] if notification.lead_id else []),
+        *([f"job `{notification.job_id}`"] if notification.job_id else []),
         *([f"reason `{notification.reason}`"] if notification.reason else []),
         *([f"request `{notification.request_id}`"] if notification.request_id else []),
     ]

@@ -143,6 +143,7 @@ async def serve(application: Application) -> None:
     providers = application.load_providers()  # before binding: a broken plugin fails the start
     server, port, health_servicer = await create_server(application)
     await server.start()
+    await application.start_background()
     host = application.settings.grpc_address.rpartition(":")[0]
     logger.info(
         "serving",

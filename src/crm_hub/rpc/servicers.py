@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -78,6 +79,7 @@ class FieldsServicer(fields_pb2_grpc.FieldsServiceServicer):
 class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
     def __init__(self, application: Application) -> None:
         self._sync = application.sync
+        self._jobs = application.jobs
 
     async def SyncLead(self, request: sync_pb2.SyncLeadRequest, context: Context) -> sync_pb2.SyncLeadResponse:
         outcome = await self._sync.sync_lead(
@@ -86,17 +88,62 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
             provider=request.options.provider,
             duplicate_policy=request.options.duplicate_policy,
             dry_run=request.dry_run,
+            force=request.options.force,
         )
-        response = sync_pb2.SyncLeadResponse(
+        return convert.sync_lead_response(outcome)
+
+    async def SyncLeads(self, request: sync_pb2.SyncLeadsRequest, context: Context) -> sync_pb2.SyncLeadsResponse:
+        options = request.options
+        job = await self._jobs.start(
+            current_caller(),
+            provider=options.provider,
+            duplicate_policy=options.duplicate_policy,
+            lead_ids=list(options.lead_ids),
+            selection=options.selection,
+            force=options.force,
+            dry_run=request.dry_run,
+        )
+        return sync_pb2.SyncLeadsResponse(success=True, job=convert.sync_job(job))
+
+    async def GetSyncJob(self, request: sync_pb2.GetSyncJobRequest, context: Context) -> sync_pb2.GetSyncJobResponse:
+        job = await self._jobs.get(current_caller(), request.job_id)
+        return sync_pb2.GetSyncJobResponse(success=True, job=convert.sync_job(job))
+
+    async def ListSyncJobs(
+        self, request: sync_pb2.ListSyncJobsRequest, context: Context
+    ) -> sync_pb2.ListSyncJobsResponse:
+        page = await self._jobs.list(current_caller(), page_size=request.page_size, page_token=request.page_token)
+        return sync_pb2.ListSyncJobsResponse(
+            success=True, jobs=[convert.sync_job(job) for job in page.jobs], next_page_token=page.next_page_token
+        )
+
+    async def CancelSyncJob(
+        self, request: sync_pb2.CancelSyncJobRequest, context: Context
+    ) -> sync_pb2.CancelSyncJobResponse:
+        job, message = await self._jobs.cancel(current_caller(), request.job_id)
+        return sync_pb2.CancelSyncJobResponse(success=True, job=convert.sync_job(job), message=message)
+
+    async def ListSyncJobResults(
+        self, request: sync_pb2.ListSyncJobResultsRequest, context: Context
+    ) -> sync_pb2.ListSyncJobResultsResponse:
+        page = await self._jobs.results(
+            current_caller(),
+            request.job_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            outcome=request.outcome,
+        )
+        return sync_pb2.ListSyncJobResultsResponse(
             success=True,
-            contact_id=outcome.contact_id or "",
-            action=outcome.action,
-            message=outcome.message,
-            dry_run=outcome.dry_run,
-            other_contact_ids=outcome.other_contact_ids,
+            results=[convert.sync_job_result(result) for result in page.results],
+            next_page_token=page.next_page_token,
         )
-        response.payload.update(outcome.payload)
-        return response
+
+    async def WatchSyncJob(
+        self, request: sync_pb2.WatchSyncJobRequest, context: Context
+    ) -> AsyncIterator[sync_pb2.WatchSyncJobResponse]:
+        async for job in self._jobs.watch(current_caller(), request.job_id):
+            yield sync_pb2.WatchSyncJobResponse(job=convert.sync_job(job), final=job.finished)
 
 
 class StatusServicer(status_pb2_grpc.StatusServiceServicer):
@@ -120,8 +167,10 @@ class LeadsServicer(leads_pb2_grpc.LeadsServiceServicer):
         return leads_pb2.CreateLeadResponse(success=True, lead=convert.lead(lead), created=created)
 
     async def GetLead(self, request: leads_pb2.GetLeadRequest, context: Context) -> leads_pb2.GetLeadResponse:
-        lead = await self._leads.get(current_caller(), request.lead_id)
-        return leads_pb2.GetLeadResponse(success=True, lead=convert.lead(lead))
+        lead, states = await self._leads.get(current_caller(), request.lead_id)
+        return leads_pb2.GetLeadResponse(
+            success=True, lead=convert.lead(lead), sync_states=[convert.lead_sync_state(state) for state in states]
+        )
 
     async def ListTimelineEvents(
         self, request: leads_pb2.ListTimelineEventsRequest, context: Context

@@ -37,7 +37,10 @@ __all__ = [
     "IntegrationStatus",
     "JSONType",
     "Lead",
+    "LeadSyncState",
     "OAuthState",
+    "SyncJob",
+    "SyncJobResult",
     "Team",
     "TimelineEvent",
     "UTCDateTime",
@@ -157,7 +160,10 @@ class Integration(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default=text("'{}'"))
     last_seen_at: Mapped[datetime | None]
     last_sync_at: Mapped[datetime | None]
+    #: What needs attention, for a person ("Credentials expired", a daily quota spent), and its
+    #: machine-readable reason (``CREDENTIALS_EXPIRED``, ``RATE_LIMITED``): code reads the reason, never the text.
     error: Mapped[str | None]
+    error_reason: Mapped[str | None]
 
 
 class Lead(Base):
@@ -196,7 +202,105 @@ class TimelineEvent(Base):
     actor: Mapped[str]
     request_id: Mapped[str]
     duration_ms: Mapped[int]
+    #: The sync job this event belongs to, if a job made it.
+    job_id: Mapped[str | None]
     created_at: Mapped[datetime] = _created_at()
+
+
+class LeadSyncState(Base):
+    """Where one lead stands with one provider: the contact it is linked to, what was last sent, the outcome.
+
+    ``status`` is ``pending`` (queued, or a write under way), ``synced`` or ``failed``; a lead never synced
+    to the provider has no row. ``intent_*`` is set before a write is sent and cleared when its outcome is
+    recorded: one left set after a crash is reconciled (looked up by email) before anything is sent again.
+    """
+
+    __tablename__ = "lead_sync_states"
+    __table_args__ = (
+        UniqueConstraint("team_id", "provider", "lead_id"),
+        # Status counts per provider, and the selection of failed or pending leads.
+        Index(None, "team_id", "provider", "status"),
+        CheckConstraint("status IN ('pending', 'synced', 'failed')", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[str] = _team_fk()
+    provider: Mapped[str]
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str]
+    contact_id: Mapped[str | None]
+    #: SHA-256 of the payload last written (canonical JSON), and of the mapping it was built with.
+    payload_fingerprint: Mapped[str | None]
+    mapping_fingerprint: Mapped[str | None]
+    #: The last real sync's action (created, updated, skipped, unchanged, failed).
+    last_action: Mapped[str | None]
+    last_synced_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    #: Failed attempts since the last success.
+    failures: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    error_reason: Mapped[str | None]
+    error: Mapped[str | None]
+    #: The write under way: when it was sent, what it was (create, update, upsert), and the contact ids a
+    #: lookup just before it saw (so a contact that appears afterwards is known to be ours).
+    intent_at: Mapped[datetime | None]
+    intent_action: Mapped[str | None]
+    intent_seen: Mapped[list[str] | None] = mapped_column(JSONType)
+    job_id: Mapped[str | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
+
+
+class SyncJob(Base):
+    """A background sync of many leads to one provider. Its counts are its results' outcomes, counted."""
+
+    __tablename__ = "sync_jobs"
+    __table_args__ = (
+        # A team's jobs, newest first.
+        Index(None, "team_id", "created_at", "id"),
+        CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="state"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[str] = _team_fk()
+    provider: Mapped[str]
+    duplicate_policy: Mapped[str]
+    dry_run: Mapped[bool]
+    force: Mapped[bool]
+    #: ids, unsynced, changed, failed or all.
+    selection: Mapped[str]
+    state: Mapped[str]
+    #: Leads selected (one result row each).
+    total: Mapped[int]
+    crm_calls: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    actor: Mapped[str]
+    request_id: Mapped[str]
+    error_reason: Mapped[str | None]
+    error: Mapped[str | None]
+    cancel_requested_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class SyncJobResult(Base):
+    """One lead of a job: ``pending`` until the job reaches it, then its one outcome."""
+
+    __tablename__ = "sync_job_results"
+    __table_args__ = (
+        # The next batch (pending leads by id), counts per outcome, results paged by lead id.
+        Index(None, "job_id", "outcome", "lead_id"),
+    )
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("sync_jobs.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key to leads: a job's record outlives a lead deleted meanwhile.
+    lead_id: Mapped[str] = mapped_column(primary_key=True)
+    team_id: Mapped[str] = _team_fk()
+    outcome: Mapped[str]
+    contact_id: Mapped[str | None]
+    other_contact_ids: Mapped[list[str] | None] = mapped_column(JSONType)
+    error_reason: Mapped[str | None]
+    message: Mapped[str | None]
+    updated_at: Mapped[datetime | None]
 
 
 class OAuthState(Base):

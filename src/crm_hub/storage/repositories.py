@@ -9,7 +9,7 @@ Repositories neither commit nor roll back: the caller's unit of work (``Database
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Timeline actions that count as sync attempts in the status report.
-SYNC_ACTIONS = ("created", "updated", "skipped", "failed")
+SYNC_ACTIONS = ("created", "updated", "skipped", "unchanged", "failed")
 
 # Refresh objects already in the session's identity map with what an UPDATE/INSERT ... RETURNING saw.
 _FRESH = {"populate_existing": True}
@@ -117,6 +117,17 @@ class LeadRepository:
             # The same answer for "missing" and "someone else's": ids must not reveal other teams' data.
             raise NotFound(f"Lead {lead_id} not found", metadata={"lead_id": lead_id})
         return lead
+
+    async def get_many(self, team_id: str, lead_ids: Sequence[str]) -> builtins.list[Lead]:
+        """The team's leads among ``lead_ids``, by id (missing and other teams' ids are left out)."""
+        if not lead_ids:
+            return []
+        statement = select(Lead).where(Lead.team_id == team_id, Lead.id.in_(lead_ids)).order_by(Lead.id)
+        return builtins.list(await self._session.scalars(statement))
+
+    async def count(self, team_id: str) -> int:
+        """How many leads the team has."""
+        return int(await self._session.scalar(select(func.count()).where(Lead.team_id == team_id)) or 0)
 
     async def find_by_external_id(self, team_id: str, external_id: str) -> Lead | None:
         """The team's lead with the product's id ``external_id``, if any."""
@@ -232,9 +243,11 @@ class IntegrationRepository:
         status: IntegrationStatus | str,
         error: str | None = None,
         *,
+        reason: str | None = None,
         at: datetime | None = None,
     ) -> Integration:
-        """Set status and error, creating the row if needed; ``last_seen_at`` becomes ``at`` (default: now).
+        """Set status and error (``error`` for a person, ``reason`` for code), creating the row if needed;
+        ``last_seen_at`` becomes ``at`` (default: now).
 
         Settings and sync times are kept, so reconnecting restores the saved mapping. An unknown ``status``
         raises :class:`InvalidArgument`.
@@ -243,7 +256,7 @@ class IntegrationRepository:
             status = IntegrationStatus(status)
         except ValueError:
             raise InvalidArgument(f"Unknown integration status {status!r}") from None
-        changes = {"status": status.value, "error": error, "last_seen_at": at or utcnow()}
+        changes = {"status": status.value, "error": error, "error_reason": reason, "last_seen_at": at or utcnow()}
         statement = (
             _insert(self._session, Integration)
             .values(team_id=team_id, kind=kind, **changes)
@@ -263,11 +276,17 @@ class IntegrationRepository:
         return self._found(await self._session.scalars(statement, execution_options=_FRESH), kind)
 
     async def mark_synced(self, team_id: str, kind: str, at: datetime) -> None:
-        """Record a successful sync at ``at``; :class:`NotFound` if the team never connected ``kind``."""
+        """Record a successful sync at ``at``, and forget an error a connected integration showed (a spent
+        quota: the sync shows it is back); :class:`NotFound` if the team never connected ``kind``."""
+        connected = Integration.status == IntegrationStatus.CONNECTED.value
         statement = (
             update(Integration)
             .where(Integration.team_id == team_id, Integration.kind == kind)
-            .values(last_sync_at=at)
+            .values(
+                last_sync_at=at,
+                error=case((connected, None), else_=Integration.error),
+                error_reason=case((connected, None), else_=Integration.error_reason),
+            )
             .returning(Integration)
         )
         self._found(await self._session.scalars(statement, execution_options=_FRESH), kind)

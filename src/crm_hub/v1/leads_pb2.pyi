@@ -167,22 +167,89 @@ class GetLeadResponse(_message.Message):
 
     SUCCESS_FIELD_NUMBER: _builtins.int
     LEAD_FIELD_NUMBER: _builtins.int
+    SYNC_STATES_FIELD_NUMBER: _builtins.int
     success: _builtins.bool
     @_builtins.property
     def lead(self) -> Global___Lead: ...
+    @_builtins.property
+    def sync_states(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeadSyncState]:
+        """Where the lead stands with each provider it was ever synced to, by provider name."""
+
     def __init__(
         self,
         *,
         success: _builtins.bool = ...,
         lead: Global___Lead | None = ...,
+        sync_states: _abc.Iterable[Global___LeadSyncState] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead", "success", b"success"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead", "success", b"success", "sync_states", b"sync_states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLeadResponse: _TypeAlias = GetLeadResponse  # noqa: Y015
+
+@_typing.final
+class LeadSyncState(_message.Message):
+    """A lead's sync state with one provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    LAST_ACTION_FIELD_NUMBER: _builtins.int
+    LAST_SYNCED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    status: _builtins.str
+    """synced, pending (queued, or a write under way) or failed."""
+    contact_id: _builtins.str
+    """The CRM contact the lead is linked to."""
+    last_action: _builtins.str
+    """The last real sync's action: created, updated, skipped, unchanged or failed."""
+    attempts: _builtins.int
+    """Real sync attempts, and failed ones since the last success."""
+    failures: _builtins.int
+    error_reason: _builtins.str
+    """Why the last sync failed, machine-readable (e.g. REQUIRED_FIELD_MISSING) and for a person."""
+    error: _builtins.str
+    job_id: _builtins.str
+    """The job that last synced it, if a job did."""
+    @_builtins.property
+    def last_synced_at(self) -> _timestamp_pb2.Timestamp:
+        """Time of the last successful sync; absent if none."""
+
+    @_builtins.property
+    def last_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        status: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        last_action: _builtins.str = ...,
+        last_synced_at: _timestamp_pb2.Timestamp | None = ...,
+        last_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
+        failures: _builtins.int = ...,
+        error_reason: _builtins.str = ...,
+        error: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_attempt_at", b"last_attempt_at", "last_synced_at", b"last_synced_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "contact_id", b"contact_id", "error", b"error", "error_reason", b"error_reason", "failures", b"failures", "job_id", b"job_id", "last_action", b"last_action", "last_attempt_at", b"last_attempt_at", "last_synced_at", b"last_synced_at", "provider", b"provider", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadSyncState: _TypeAlias = LeadSyncState  # noqa: Y015
 
 @_typing.final
 class ListTimelineEventsRequest(_message.Message):

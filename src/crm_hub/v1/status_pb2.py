@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rm_hub/v1/status.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xbf\x01\n\x11GetStatusResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x45\n\x0cintegrations\x18\x02 \x03(\x0b\x32/.crm_hub.v1.GetStatusResponse.IntegrationsEntry\x1aR\n\x11IntegrationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.crm_hub.v1.IntegrationStatus:\x02\x38\x01\"\xf3\x01\n\x11IntegrationStatus\x12\x11\n\tconnected\x18\x01 \x01(\x08\x12-\n\tlast_sync\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x13\n\x0bsyncs_total\x18\x06 \x01(\x05\x12\x17\n\x0fsyncs_succeeded\x18\x07 \x01(\x05\x12\x14\n\x0csuccess_rate\x18\x08 \x01(\x01\x12\x1a\n\x12reconnect_required\x18\t \x01(\x08\x42\x08\n\x06_error2w\n\rStatusService\x12\x66\n\tGetStatus\x12\x1c.crm_hub.v1.GetStatusRequest\x1a\x1d.crm_hub.v1.GetStatusResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/integrations/statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rm_hub/v1/status.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\xbf\x01\n\x11GetStatusResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x45\n\x0cintegrations\x18\x02 \x03(\x0b\x32/.crm_hub.v1.GetStatusResponse.IntegrationsEntry\x1aR\n\x11IntegrationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x05value\x18\x02 \x01(\x0b\x32\x1d.crm_hub.v1.IntegrationStatus:\x02\x38\x01\"\x8d\x03\n\x11IntegrationStatus\x12\x11\n\tconnected\x18\x01 \x01(\x08\x12-\n\tlast_sync\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x13\n\x0bsyncs_total\x18\x06 \x01(\x05\x12\x17\n\x0fsyncs_succeeded\x18\x07 \x01(\x05\x12\x14\n\x0csuccess_rate\x18\x08 \x01(\x01\x12\x1a\n\x12reconnect_required\x18\t \x01(\x08\x12\x14\n\x0c\x65rror_reason\x18\n \x01(\t\x12\x14\n\x0cleads_synced\x18\x0b \x01(\x05\x12\x15\n\rleads_pending\x18\x0c \x01(\x05\x12\x14\n\x0cleads_failed\x18\r \x01(\x05\x12\x16\n\x0eleads_unsynced\x18\x0e \x01(\x05\x12\'\n\x07\x62udgets\x18\x0f \x03(\x0b\x32\x16.crm_hub.v1.RateBudgetB\x08\n\x06_error\"\x86\x01\n\nRateBudget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\x05\x12\x11\n\tremaining\x18\x04 \x01(\x05\x12\x30\n\x0c\x61vailable_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2w\n\rStatusService\x12\x66\n\tGetStatus\x12\x1c.crm_hub.v1.GetStatusRequest\x1a\x1d.crm_hub.v1.GetStatusResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/integrations/statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,7 +44,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSRESPONSE_INTEGRATIONSENTRY']._serialized_start=232
   _globals['_GETSTATUSRESPONSE_INTEGRATIONSENTRY']._serialized_end=314
   _globals['_INTEGRATIONSTATUS']._serialized_start=317
-  _globals['_INTEGRATIONSTATUS']._serialized_end=560
-  _globals['_STATUSSERVICE']._serialized_start=562
-  _globals['_STATUSSERVICE']._serialized_end=681
+  _globals['_INTEGRATIONSTATUS']._serialized_end=714
+  _globals['_RATEBUDGET']._serialized_start=717
+  _globals['_RATEBUDGET']._serialized_end=851
+  _globals['_STATUSSERVICE']._serialized_start=853
+  _globals['_STATUSSERVICE']._serialized_end=972
 # @@protoc_insertion_point(module_scope)

@@ -93,6 +93,12 @@ class IntegrationStatus(_message.Message):
     SYNCS_SUCCEEDED_FIELD_NUMBER: _builtins.int
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     RECONNECT_REQUIRED_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    LEADS_SYNCED_FIELD_NUMBER: _builtins.int
+    LEADS_PENDING_FIELD_NUMBER: _builtins.int
+    LEADS_FAILED_FIELD_NUMBER: _builtins.int
+    LEADS_UNSYNCED_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
     connected: _builtins.bool
     error: _builtins.str
     """Why the integration needs attention, e.g. "Credentials expired"; absent when healthy."""
@@ -107,9 +113,20 @@ class IntegrationStatus(_message.Message):
     """syncs_succeeded / syncs_total, 0 when there were none."""
     reconnect_required: _builtins.bool
     """The user must reconnect (the refresh token was rejected)."""
+    error_reason: _builtins.str
+    """Machine-readable reason of the error, e.g. CREDENTIALS_EXPIRED or RATE_LIMITED."""
+    leads_synced: _builtins.int
+    """The team's leads by sync state with this provider (a lead never synced to it counts as unsynced)."""
+    leads_pending: _builtins.int
+    leads_failed: _builtins.int
+    leads_unsynced: _builtins.int
     @_builtins.property
     def last_sync(self) -> _timestamp_pb2.Timestamp:
         """Time of the last successful sync; absent if none."""
+
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateBudget]:
+        """What is left of the CRM's API allowance for the team's account, per limit crm_hub keeps track of."""
 
     def __init__(
         self,
@@ -123,13 +140,58 @@ class IntegrationStatus(_message.Message):
         syncs_succeeded: _builtins.int = ...,
         success_rate: _builtins.float = ...,
         reconnect_required: _builtins.bool = ...,
+        error_reason: _builtins.str = ...,
+        leads_synced: _builtins.int = ...,
+        leads_pending: _builtins.int = ...,
+        leads_failed: _builtins.int = ...,
+        leads_unsynced: _builtins.int = ...,
+        budgets: _abc.Iterable[Global___RateBudget] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "error", b"error", "last_sync", b"last_sync"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "connected", b"connected", "error", b"error", "last_sync", b"last_sync", "reconnect_required", b"reconnect_required", "state", b"state", "success_rate", b"success_rate", "syncs_succeeded", b"syncs_succeeded", "syncs_total", b"syncs_total", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "budgets", b"budgets", "connected", b"connected", "error", b"error", "error_reason", b"error_reason", "last_sync", b"last_sync", "leads_failed", b"leads_failed", "leads_pending", b"leads_pending", "leads_synced", b"leads_synced", "leads_unsynced", b"leads_unsynced", "reconnect_required", b"reconnect_required", "state", b"state", "success_rate", b"success_rate", "syncs_succeeded", b"syncs_succeeded", "syncs_total", b"syncs_total", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
 
 Global___IntegrationStatus: _TypeAlias = IntegrationStatus  # noqa: Y015
+
+@_typing.final
+class RateBudget(_message.Message):
+    """One API limit of a CRM account, as crm_hub spends it (shared by every replica and worker)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    AVAILABLE_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """e.g. "10s" (HubSpot's 110 requests per 10 s) or "daily" (Salesforce's API requests per 24 h)."""
+    limit: _builtins.int
+    """Requests allowed per window, and the window's length."""
+    window_seconds: _builtins.int
+    remaining: _builtins.int
+    """Requests still allowed now, as far as crm_hub knows."""
+    @_builtins.property
+    def available_at(self) -> _timestamp_pb2.Timestamp:
+        """When a spent budget allows requests again; absent when it is not spent."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        window_seconds: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        available_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at", "limit", b"limit", "name", b"name", "remaining", b"remaining", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateBudget: _TypeAlias = RateBudget  # noqa: Y015

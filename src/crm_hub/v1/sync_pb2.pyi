@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -54,19 +55,23 @@ class SyncOptions(_message.Message):
 
     PROVIDER_FIELD_NUMBER: _builtins.int
     DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider name, e.g. "hubspot"."""
     duplicate_policy: _builtins.str
     """"skip", "update" (the default when empty) or "create_new"."""
+    force: _builtins.bool
+    """Send the lead even if nothing changed since its last sync (otherwise that answers "unchanged")."""
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         duplicate_policy: _builtins.str = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_policy", b"duplicate_policy", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_policy", b"duplicate_policy", "force", b"force", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -87,8 +92,9 @@ class SyncLeadResponse(_message.Message):
     contact_id: _builtins.str
     """The CRM contact written, matched or (on a dry run) that would be written."""
     action: _builtins.str
-    """created, updated or skipped; on a dry run would_create, would_update, would_skip, or would_conflict
-    (policy create_new and the CRM already has a contact with this email).
+    """created, updated, skipped or unchanged (nothing changed since the last sync: nothing was sent); on a dry
+    run would_create, would_update, would_skip, would_conflict (policy create_new and the CRM refuses a
+    second contact with this email) or unchanged.
     """
     message: _builtins.str
     dry_run: _builtins.bool
@@ -118,3 +124,509 @@ class SyncLeadResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SyncLeadResponse: _TypeAlias = SyncLeadResponse  # noqa: Y015
+
+@_typing.final
+class SyncLeadsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Preview only: the job reads from the CRM and reports what would happen, lead by lead; it writes nothing."""
+    @_builtins.property
+    def options(self) -> Global___SyncLeadsOptions:
+        """The JSON body over REST."""
+
+    def __init__(
+        self,
+        *,
+        dry_run: _builtins.bool = ...,
+        options: Global___SyncLeadsOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncLeadsRequest: _TypeAlias = SyncLeadsRequest  # noqa: Y015
+
+@_typing.final
+class SyncLeadsOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
+    LEAD_IDS_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Provider name, e.g. "hubspot"."""
+    duplicate_policy: _builtins.str
+    """"skip", "update" (the default when empty) or "create_new"."""
+    selection: _builtins.str
+    """Which of the team's leads to sync when lead_ids is empty: "unsynced" (never synced to the provider),
+    "changed" (changed, or the mapping did, since their last sync), "failed" (their last sync failed) or "all".
+    """
+    force: _builtins.bool
+    """Send every lead even if nothing changed since its last sync."""
+    @_builtins.property
+    def lead_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The leads to sync (at most 10,000), instead of a selection."""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        duplicate_policy: _builtins.str = ...,
+        lead_ids: _abc.Iterable[_builtins.str] | None = ...,
+        selection: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_policy", b"duplicate_policy", "force", b"force", "lead_ids", b"lead_ids", "provider", b"provider", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncLeadsOptions: _TypeAlias = SyncLeadsOptions  # noqa: Y015
+
+@_typing.final
+class SyncLeadsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    @_builtins.property
+    def job(self) -> Global___SyncJob: ...
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        job: Global___SyncJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncLeadsResponse: _TypeAlias = SyncLeadsResponse  # noqa: Y015
+
+@_typing.final
+class SyncJob(_message.Message):
+    """A background sync of many leads to one provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PROCESSED_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    CRM_CALLS_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    provider: _builtins.str
+    duplicate_policy: _builtins.str
+    dry_run: _builtins.bool
+    selection: _builtins.str
+    """ids (explicit lead ids), unsynced, changed, failed or all."""
+    force: _builtins.bool
+    state: _builtins.str
+    """queued, running, succeeded (every lead has its outcome; some may have failed), failed (the job could not
+    go on: its remaining leads failed with its error) or cancelled.
+    """
+    total: _builtins.int
+    """Leads selected."""
+    processed: _builtins.int
+    """Leads with an outcome so far."""
+    crm_calls: _builtins.int
+    """Requests made to the CRM."""
+    created_by: _builtins.str
+    """Subject (sub claim) of whoever started it."""
+    error: _builtins.str
+    """Why the job failed or what went wrong most, e.g. "3 leads failed: REQUIRED_FIELD_MISSING (3)"; empty if nothing."""
+    error_reason: _builtins.str
+    """Machine-readable reason of a job that failed, e.g. CREDENTIALS_EXPIRED."""
+    cancel_requested: _builtins.bool
+    """A cancel was asked for and the job has not stopped yet."""
+    @_builtins.property
+    def counts(self) -> Global___SyncJobCounts: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        duplicate_policy: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+        selection: _builtins.str = ...,
+        force: _builtins.bool = ...,
+        state: _builtins.str = ...,
+        total: _builtins.int = ...,
+        processed: _builtins.int = ...,
+        counts: Global___SyncJobCounts | None = ...,
+        crm_calls: _builtins.int = ...,
+        created_by: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        error: _builtins.str = ...,
+        error_reason: _builtins.str = ...,
+        cancel_requested: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "counts", b"counts", "created_at", b"created_at", "created_by", b"created_by", "crm_calls", b"crm_calls", "dry_run", b"dry_run", "duplicate_policy", b"duplicate_policy", "error", b"error", "error_reason", b"error_reason", "finished_at", b"finished_at", "force", b"force", "id", b"id", "processed", b"processed", "provider", b"provider", "selection", b"selection", "started_at", b"started_at", "state", b"state", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncJob: _TypeAlias = SyncJob  # noqa: Y015
+
+@_typing.final
+class SyncJobCounts(_message.Message):
+    """How many of a job's leads ended each way."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    WOULD_CREATE_FIELD_NUMBER: _builtins.int
+    WOULD_UPDATE_FIELD_NUMBER: _builtins.int
+    WOULD_SKIP_FIELD_NUMBER: _builtins.int
+    WOULD_CONFLICT_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    updated: _builtins.int
+    skipped: _builtins.int
+    unchanged: _builtins.int
+    failed: _builtins.int
+    cancelled: _builtins.int
+    would_create: _builtins.int
+    would_update: _builtins.int
+    would_skip: _builtins.int
+    would_conflict: _builtins.int
+    pending: _builtins.int
+    """Leads the job has not reached yet."""
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        would_create: _builtins.int = ...,
+        would_update: _builtins.int = ...,
+        would_skip: _builtins.int = ...,
+        would_conflict: _builtins.int = ...,
+        pending: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "created", b"created", "failed", b"failed", "pending", b"pending", "skipped", b"skipped", "unchanged", b"unchanged", "updated", b"updated", "would_conflict", b"would_conflict", "would_create", b"would_create", "would_skip", b"would_skip", "would_update", b"would_update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncJobCounts: _TypeAlias = SyncJobCounts  # noqa: Y015
+
+@_typing.final
+class GetSyncJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncJobRequest: _TypeAlias = GetSyncJobRequest  # noqa: Y015
+
+@_typing.final
+class GetSyncJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    @_builtins.property
+    def job(self) -> Global___SyncJob: ...
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        job: Global___SyncJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSyncJobResponse: _TypeAlias = GetSyncJobResponse  # noqa: Y015
+
+@_typing.final
+class ListSyncJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many jobs (default 50, at most 500)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSyncJobsRequest: _TypeAlias = ListSyncJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListSyncJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SyncJob]: ...
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        jobs: _abc.Iterable[Global___SyncJob] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSyncJobsResponse: _TypeAlias = ListSyncJobsResponse  # noqa: Y015
+
+@_typing.final
+class CancelSyncJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelSyncJobRequest: _TypeAlias = CancelSyncJobRequest  # noqa: Y015
+
+@_typing.final
+class CancelSyncJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    message: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___SyncJob: ...
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        job: Global___SyncJob | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "message", b"message", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelSyncJobResponse: _TypeAlias = CancelSyncJobResponse  # noqa: Y015
+
+@_typing.final
+class ListSyncJobResultsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    page_size: _builtins.int
+    """At most this many results (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """next_page_token of the previous page."""
+    outcome: _builtins.str
+    """Only results with this outcome, e.g. failed."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "outcome", b"outcome", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSyncJobResultsRequest: _TypeAlias = ListSyncJobResultsRequest  # noqa: Y015
+
+@_typing.final
+class ListSyncJobResultsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SyncJobResult]: ...
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        results: _abc.Iterable[Global___SyncJobResult] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results", "success", b"success"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSyncJobResultsResponse: _TypeAlias = ListSyncJobResultsResponse  # noqa: Y015
+
+@_typing.final
+class SyncJobResult(_message.Message):
+    """One lead's outcome in a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    OTHER_CONTACT_IDS_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    outcome: _builtins.str
+    """pending (not reached yet), or an action as in SyncLeadResponse, failed or cancelled."""
+    contact_id: _builtins.str
+    error_reason: _builtins.str
+    """Machine-readable reason of a failure, e.g. REQUIRED_FIELD_MISSING."""
+    message: _builtins.str
+    @_builtins.property
+    def other_contact_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        other_contact_ids: _abc.Iterable[_builtins.str] | None = ...,
+        error_reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "error_reason", b"error_reason", "lead_id", b"lead_id", "message", b"message", "other_contact_ids", b"other_contact_ids", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncJobResult: _TypeAlias = SyncJobResult  # noqa: Y015
+
+@_typing.final
+class WatchSyncJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchSyncJobRequest: _TypeAlias = WatchSyncJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchSyncJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    final: _builtins.bool
+    """True on the last message: the job has ended."""
+    @_builtins.property
+    def job(self) -> Global___SyncJob: ...
+    def __init__(
+        self,
+        *,
+        job: Global___SyncJob | None = ...,
+        final: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchSyncJobResponse: _TypeAlias = WatchSyncJobResponse  # noqa: Y015

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class SyncServiceStub:
-    """Pushes leads into a connected CRM.
+    """Pushes leads into a connected CRM: one at a time, or many as a background job.
     """
 
     def __init__(self, channel):
@@ -40,14 +40,86 @@ class SyncServiceStub:
                 request_serializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadRequest.SerializeToString,
                 response_deserializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadResponse.FromString,
                 _registered_method=True)
+        self.SyncLeads = channel.unary_unary(
+                '/crm_hub.v1.SyncService/SyncLeads',
+                request_serializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadsRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadsResponse.FromString,
+                _registered_method=True)
+        self.GetSyncJob = channel.unary_unary(
+                '/crm_hub.v1.SyncService/GetSyncJob',
+                request_serializer=crm__hub_dot_v1_dot_sync__pb2.GetSyncJobRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_sync__pb2.GetSyncJobResponse.FromString,
+                _registered_method=True)
+        self.ListSyncJobs = channel.unary_unary(
+                '/crm_hub.v1.SyncService/ListSyncJobs',
+                request_serializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobsRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelSyncJob = channel.unary_unary(
+                '/crm_hub.v1.SyncService/CancelSyncJob',
+                request_serializer=crm__hub_dot_v1_dot_sync__pb2.CancelSyncJobRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_sync__pb2.CancelSyncJobResponse.FromString,
+                _registered_method=True)
+        self.ListSyncJobResults = channel.unary_unary(
+                '/crm_hub.v1.SyncService/ListSyncJobResults',
+                request_serializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobResultsRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobResultsResponse.FromString,
+                _registered_method=True)
+        self.WatchSyncJob = channel.unary_stream(
+                '/crm_hub.v1.SyncService/WatchSyncJob',
+                request_serializer=crm__hub_dot_v1_dot_sync__pb2.WatchSyncJobRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_sync__pb2.WatchSyncJobResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
-    """Pushes leads into a connected CRM.
+    """Pushes leads into a connected CRM: one at a time, or many as a background job.
     """
 
     def SyncLead(self, request, context):
         """Syncs one lead as a contact, or previews the sync with dry_run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncLeads(self, request, context):
+        """Starts a background job syncing many leads (explicit ids, or a selection) and returns it at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSyncJob(self, request, context):
+        """Returns one of the team's sync jobs: its state, counts per outcome and CRM calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSyncJobs(self, request, context):
+        """Lists the team's sync jobs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelSyncJob(self, request, context):
+        """Cancels a job: leads it has not reached yet end as cancelled; a batch under way finishes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSyncJobResults(self, request, context):
+        """Lists a job's per-lead outcomes, by lead id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSyncJob(self, request, context):
+        """Streams a job's progress: its state now, again after every batch, and a last message once it has ended.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +133,36 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     request_deserializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadRequest.FromString,
                     response_serializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadResponse.SerializeToString,
             ),
+            'SyncLeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncLeads,
+                    request_deserializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadsRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_sync__pb2.SyncLeadsResponse.SerializeToString,
+            ),
+            'GetSyncJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSyncJob,
+                    request_deserializer=crm__hub_dot_v1_dot_sync__pb2.GetSyncJobRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_sync__pb2.GetSyncJobResponse.SerializeToString,
+            ),
+            'ListSyncJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSyncJobs,
+                    request_deserializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobsRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobsResponse.SerializeToString,
+            ),
+            'CancelSyncJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSyncJob,
+                    request_deserializer=crm__hub_dot_v1_dot_sync__pb2.CancelSyncJobRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_sync__pb2.CancelSyncJobResponse.SerializeToString,
+            ),
+            'ListSyncJobResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSyncJobResults,
+                    request_deserializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobResultsRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_sync__pb2.ListSyncJobResultsResponse.SerializeToString,
+            ),
+            'WatchSyncJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSyncJob,
+                    request_deserializer=crm__hub_dot_v1_dot_sync__pb2.WatchSyncJobRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_sync__pb2.WatchSyncJobResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'crm_hub.v1.SyncService', rpc_method_handlers)
@@ -70,7 +172,7 @@ def add_SyncServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SyncService:
-    """Pushes leads into a connected CRM.
+    """Pushes leads into a connected CRM: one at a time, or many as a background job.
     """
 
     @staticmethod
@@ -90,6 +192,168 @@ class SyncService:
             '/crm_hub.v1.SyncService/SyncLead',
             crm__hub_dot_v1_dot_sync__pb2.SyncLeadRequest.SerializeToString,
             crm__hub_dot_v1_dot_sync__pb2.SyncLeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncLeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.SyncService/SyncLeads',
+            crm__hub_dot_v1_dot_sync__pb2.SyncLeadsRequest.SerializeToString,
+            crm__hub_dot_v1_dot_sync__pb2.SyncLeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSyncJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.SyncService/GetSyncJob',
+            crm__hub_dot_v1_dot_sync__pb2.GetSyncJobRequest.SerializeToString,
+            crm__hub_dot_v1_dot_sync__pb2.GetSyncJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSyncJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.SyncService/ListSyncJobs',
+            crm__hub_dot_v1_dot_sync__pb2.ListSyncJobsRequest.SerializeToString,
+            crm__hub_dot_v1_dot_sync__pb2.ListSyncJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSyncJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.SyncService/CancelSyncJob',
+            crm__hub_dot_v1_dot_sync__pb2.CancelSyncJobRequest.SerializeToString,
+            crm__hub_dot_v1_dot_sync__pb2.CancelSyncJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSyncJobResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.SyncService/ListSyncJobResults',
+            crm__hub_dot_v1_dot_sync__pb2.ListSyncJobResultsRequest.SerializeToString,
+            crm__hub_dot_v1_dot_sync__pb2.ListSyncJobResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSyncJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/crm_hub.v1.SyncService/WatchSyncJob',
+            crm__hub_dot_v1_dot_sync__pb2.WatchSyncJobRequest.SerializeToString,
+            crm__hub_dot_v1_dot_sync__pb2.WatchSyncJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

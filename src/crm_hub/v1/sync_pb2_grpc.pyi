@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SyncServiceStub:
-    """Pushes leads into a connected CRM."""
+    """Pushes leads into a connected CRM: one at a time, or many as a background job."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -35,17 +35,41 @@ class SyncServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SyncServiceAsyncStub: ...
     SyncLead: _grpc.UnaryUnaryMultiCallable[_sync_pb2.SyncLeadRequest, _sync_pb2.SyncLeadResponse]
     """Syncs one lead as a contact, or previews the sync with dry_run."""
+    SyncLeads: _grpc.UnaryUnaryMultiCallable[_sync_pb2.SyncLeadsRequest, _sync_pb2.SyncLeadsResponse]
+    """Starts a background job syncing many leads (explicit ids, or a selection) and returns it at once."""
+    GetSyncJob: _grpc.UnaryUnaryMultiCallable[_sync_pb2.GetSyncJobRequest, _sync_pb2.GetSyncJobResponse]
+    """Returns one of the team's sync jobs: its state, counts per outcome and CRM calls."""
+    ListSyncJobs: _grpc.UnaryUnaryMultiCallable[_sync_pb2.ListSyncJobsRequest, _sync_pb2.ListSyncJobsResponse]
+    """Lists the team's sync jobs, newest first."""
+    CancelSyncJob: _grpc.UnaryUnaryMultiCallable[_sync_pb2.CancelSyncJobRequest, _sync_pb2.CancelSyncJobResponse]
+    """Cancels a job: leads it has not reached yet end as cancelled; a batch under way finishes."""
+    ListSyncJobResults: _grpc.UnaryUnaryMultiCallable[_sync_pb2.ListSyncJobResultsRequest, _sync_pb2.ListSyncJobResultsResponse]
+    """Lists a job's per-lead outcomes, by lead id."""
+    WatchSyncJob: _grpc.UnaryStreamMultiCallable[_sync_pb2.WatchSyncJobRequest, _sync_pb2.WatchSyncJobResponse]
+    """Streams a job's progress: its state now, again after every batch, and a last message once it has ended."""
 
 @_typing.type_check_only
 class SyncServiceAsyncStub(SyncServiceStub):
-    """Pushes leads into a connected CRM."""
+    """Pushes leads into a connected CRM: one at a time, or many as a background job."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SyncLead: _aio.UnaryUnaryMultiCallable[_sync_pb2.SyncLeadRequest, _sync_pb2.SyncLeadResponse]  # type: ignore[assignment]
     """Syncs one lead as a contact, or previews the sync with dry_run."""
+    SyncLeads: _aio.UnaryUnaryMultiCallable[_sync_pb2.SyncLeadsRequest, _sync_pb2.SyncLeadsResponse]  # type: ignore[assignment]
+    """Starts a background job syncing many leads (explicit ids, or a selection) and returns it at once."""
+    GetSyncJob: _aio.UnaryUnaryMultiCallable[_sync_pb2.GetSyncJobRequest, _sync_pb2.GetSyncJobResponse]  # type: ignore[assignment]
+    """Returns one of the team's sync jobs: its state, counts per outcome and CRM calls."""
+    ListSyncJobs: _aio.UnaryUnaryMultiCallable[_sync_pb2.ListSyncJobsRequest, _sync_pb2.ListSyncJobsResponse]  # type: ignore[assignment]
+    """Lists the team's sync jobs, newest first."""
+    CancelSyncJob: _aio.UnaryUnaryMultiCallable[_sync_pb2.CancelSyncJobRequest, _sync_pb2.CancelSyncJobResponse]  # type: ignore[assignment]
+    """Cancels a job: leads it has not reached yet end as cancelled; a batch under way finishes."""
+    ListSyncJobResults: _aio.UnaryUnaryMultiCallable[_sync_pb2.ListSyncJobResultsRequest, _sync_pb2.ListSyncJobResultsResponse]  # type: ignore[assignment]
+    """Lists a job's per-lead outcomes, by lead id."""
+    WatchSyncJob: _aio.UnaryStreamMultiCallable[_sync_pb2.WatchSyncJobRequest, _sync_pb2.WatchSyncJobResponse]  # type: ignore[assignment]
+    """Streams a job's progress: its state now, again after every batch, and a last message once it has ended."""
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Pushes leads into a connected CRM."""
+    """Pushes leads into a connected CRM: one at a time, or many as a background job."""
 
     @_abc_1.abstractmethod
     def SyncLead(
@@ -54,5 +78,53 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sync_pb2.SyncLeadResponse, _abc.Awaitable[_sync_pb2.SyncLeadResponse]]:
         """Syncs one lead as a contact, or previews the sync with dry_run."""
+
+    @_abc_1.abstractmethod
+    def SyncLeads(
+        self,
+        request: _sync_pb2.SyncLeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_pb2.SyncLeadsResponse, _abc.Awaitable[_sync_pb2.SyncLeadsResponse]]:
+        """Starts a background job syncing many leads (explicit ids, or a selection) and returns it at once."""
+
+    @_abc_1.abstractmethod
+    def GetSyncJob(
+        self,
+        request: _sync_pb2.GetSyncJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_pb2.GetSyncJobResponse, _abc.Awaitable[_sync_pb2.GetSyncJobResponse]]:
+        """Returns one of the team's sync jobs: its state, counts per outcome and CRM calls."""
+
+    @_abc_1.abstractmethod
+    def ListSyncJobs(
+        self,
+        request: _sync_pb2.ListSyncJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_pb2.ListSyncJobsResponse, _abc.Awaitable[_sync_pb2.ListSyncJobsResponse]]:
+        """Lists the team's sync jobs, newest first."""
+
+    @_abc_1.abstractmethod
+    def CancelSyncJob(
+        self,
+        request: _sync_pb2.CancelSyncJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_pb2.CancelSyncJobResponse, _abc.Awaitable[_sync_pb2.CancelSyncJobResponse]]:
+        """Cancels a job: leads it has not reached yet end as cancelled; a batch under way finishes."""
+
+    @_abc_1.abstractmethod
+    def ListSyncJobResults(
+        self,
+        request: _sync_pb2.ListSyncJobResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_pb2.ListSyncJobResultsResponse, _abc.Awaitable[_sync_pb2.ListSyncJobResultsResponse]]:
+        """Lists a job's per-lead outcomes, by lead id."""
+
+    @_abc_1.abstractmethod
+    def WatchSyncJob(
+        self,
+        request: _sync_pb2.WatchSyncJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_sync_pb2.WatchSyncJobResponse], _abc.AsyncIterator[_sync_pb2.WatchSyncJobResponse]]:
+        """Streams a job's progress: its state now, again after every batch, and a last message once it has ended."""
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

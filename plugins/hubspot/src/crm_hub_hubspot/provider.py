@@ -33,13 +33,16 @@ from crm_hub.providers import (
     ContactInput,
     ContactUpdate,
     CrmField,
+    CrmOperation,
     CrmProvider,
     FieldOption,
     FieldType,
     PartialWrite,
     ProviderCapabilities,
+    Quota,
     TokenSet,
     WriteResult,
+    crm_request,
     write_in_batches,
 )
 
@@ -389,12 +392,17 @@ class HubSpotProvider(CrmProvider):
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {tokens.access_token}"} if tokens is not None else {}
-        try:
-            # httpx's timeouts bound each phase; this bounds the whole call (and in-process transports too).
-            async with asyncio.timeout(self._timeout):
-                return await self._client.request(method, path, headers=headers, json=json, data=form, params=params)
-        except (TimeoutError, httpx.TransportError) as error:
-            raise classify_transport(error) from None  # the cause may quote a URL holding a token
+        async with crm_request(PROVIDER, _operation(method, path)) as request:
+            try:
+                # httpx's timeouts bound each phase; this bounds the whole call (and in-process transports too).
+                async with asyncio.timeout(self._timeout):
+                    response = await self._client.request(
+                        method, path, headers=headers, json=json, data=form, params=params
+                    )
+            except (TimeoutError, httpx.TransportError) as error:
+                raise classify_transport(error) from None  # the cause may quote a URL holding a token
+            request.answered(response.status_code, _quota(response.headers))
+            return response
 
     def _secrets(self, tokens: TokenSet) -> tuple[str | None, ...]:
         return (tokens.access_token, tokens.refresh_token, self.settings.client_secret)
@@ -421,6 +429,36 @@ class HubSpotProvider(CrmProvider):
             scopes=tuple(str(scope) for scope in scopes) if isinstance(scopes, list) else (),
             extra=extra,
         )
+
+
+def _operation(method: str, path: str) -> CrmOperation:
+    """What a request to ``path`` is for, in the core's words (rate budget, call counts, metrics)."""
+    if path.startswith(_TOKEN_PATH):
+        return "token"
+    if path.startswith(_REVOKE_PATH):
+        return "revoke"
+    if path.startswith(_PROPERTIES_PATH):
+        return "fields"
+    if path.endswith(("/batch/read", "/search")):
+        return "lookup"
+    if path.endswith("/batch/upsert"):
+        return "upsert"
+    if path.endswith("/batch/update") or method == "PATCH":
+        return "update"
+    return "create"
+
+
+def _quota(headers: httpx.Headers) -> Quota | None:
+    """HubSpot's own count of the account's rolling window, when it sends one (not on search answers)."""
+    try:
+        limit = int(headers["X-HubSpot-RateLimit-Max"])
+        remaining = int(headers["X-HubSpot-RateLimit-Remaining"])
+        interval = int(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "10000"))
+    except (KeyError, ValueError):
+        return None
+    return Quota(
+        name=f"{interval // 1000}s", used=max(0, limit - remaining), limit=limit, window_seconds=interval // 1000
+    )
 
 
 # -- values and shapes -------------------------------------------------------------------------------

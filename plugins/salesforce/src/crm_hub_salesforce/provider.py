@@ -63,12 +63,15 @@ from crm_hub.providers import (
     ContactInput,
     ContactUpdate,
     CrmField,
+    CrmOperation,
     CrmProvider,
     FieldOption,
     FieldType,
     ProviderCapabilities,
+    Quota,
     TokenSet,
     WriteResult,
+    crm_request,
     is_secure_url,
     write_in_batches,
 )
@@ -130,6 +133,19 @@ _MAX_QUERY_PAGES = 1_000
 
 _Item = TypeVar("_Item")
 logger = logging.getLogger(__name__)
+
+
+def _operation(method: str, url: str, body: Any) -> CrmOperation:
+    """What a request to ``url`` is for, in the core's words (rate budget, call counts, metrics)."""
+    if url.endswith(_OAUTH_TOKEN):
+        return "token"
+    if url.endswith(_OAUTH_REVOKE):
+        return "revoke"
+    if "/describe" in url:
+        return "fields"
+    if method == "GET":
+        return "lookup"
+    return "update" if method == "PATCH" else "create"
 
 
 class SalesforceProvider(CrmProvider):
@@ -403,20 +419,26 @@ class SalesforceProvider(CrmProvider):
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {tokens.access_token}"} if tokens is not None else {}
-        try:
-            # httpx's timeouts bound each phase; this bounds the whole call (and in-process transports too).
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.request(method, url, headers=headers, json=json, data=form, params=params)
-        except (TimeoutError, httpx.TransportError) as error:
-            raise classify_transport(error) from None  # the cause may quote a URL holding lead data
-        if tokens is not None:
-            self._note_api_usage(tokens, response)
-        return response
+        async with crm_request(PROVIDER, _operation(method, url, json)) as request:
+            try:
+                # httpx's timeouts bound each phase; this bounds the whole call (and in-process transports too).
+                async with asyncio.timeout(self._timeout):
+                    response = await self._client.request(
+                        method, url, headers=headers, json=json, data=form, params=params
+                    )
+            except (TimeoutError, httpx.TransportError) as error:
+                raise classify_transport(error) from None  # the cause may quote a URL holding lead data
+            usage = self._note_api_usage(tokens, response) if tokens is not None else None
+            request.answered(
+                response.status_code,
+                Quota(name="daily", used=usage[0], limit=usage[1], window_seconds=86_400) if usage else None,
+            )
+            return response
 
-    def _note_api_usage(self, tokens: TokenSet, response: httpx.Response) -> None:
+    def _note_api_usage(self, tokens: TokenSet, response: httpx.Response) -> tuple[int, int] | None:
         usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
         if usage is None:
-            return
+            return None
         self._last_api_usage = usage
         if tokens.instance_url:
             self._api_usage[tokens.instance_url.rstrip("/")] = usage
@@ -426,6 +448,7 @@ class SalesforceProvider(CrmProvider):
                 "Salesforce org is close to its daily API limit",
                 extra={"instance": tokens.instance_url, "api_used": used, "api_limit": limit},
             )
+        return usage
 
     def _secrets(self, tokens: TokenSet) -> tuple[str | None, ...]:
         return (tokens.access_token, tokens.refresh_token, self.settings.client_secret)

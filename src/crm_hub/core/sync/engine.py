@@ -1,0 +1,567 @@
+"""Syncing leads into a CRM, one or a batch: the steps every sync takes, whichever entrance it came by.
+
+    gate      the provider is connected, its credentials alive, a mapping saved
+    plan      each lead's payload through the mapping, coerced to the CRM's types; a lead whose payload and
+              mapping are what was last written needs no call at all (``unchanged``)
+    write     the ContactWriter looks up, lets the policy decide and writes — recording each write's intent
+              before it is sent
+    record    sync state, timeline (and a job's results) in one transaction, then notifications
+
+The single ``SyncLead`` and a job's batch share all four; a batch is just more leads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import insert
+
+from crm_hub.auth import Principal, Role
+from crm_hub.core.caller import Caller
+from crm_hub.core.credentials import CredentialStore
+from crm_hub.core.fields import FieldCatalog
+from crm_hub.core.leads import LeadRecord, check_lead_id
+from crm_hub.core.payload import build_payload, required_values_missing
+from crm_hub.core.retry import RetryPolicy
+from crm_hub.core.sync.model import Decision, DuplicatePolicy, SyncAction, SyncItem, SyncOutcome, fingerprint
+from crm_hub.core.sync.writer import ContactWriter, PlannedWrite
+from crm_hub.errors import (
+    CrmHubError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
+    RefreshRejected,
+    Unavailable,
+)
+from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
+from crm_hub.plugins import PluginHost
+from crm_hub.providers import CrmField, CrmOperation, CrmProvider, CrmRequest, observing
+from crm_hub.storage import (
+    Database,
+    Integration,
+    IntegrationRepository,
+    IntegrationStatus,
+    LeadRepository,
+    TimelineEvent,
+    utcnow,
+)
+from crm_hub.storage.models import LeadSyncState, SyncJob
+from crm_hub.storage.sync import JobRepository, ResultRow, StateChange, SyncStateRepository, TimelineRow, timeline_rows
+
+__all__ = ["BatchResult", "SyncEngine", "SyncTarget", "identity_email"]
+
+logger = logging.getLogger(__name__)
+
+#: Longer than any write can take (the RPC budget is 50 s): an intent older than this was interrupted.
+INTENT_STALE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class SyncTarget:
+    """A provider that passed the gate for a team: what every lead of a sync is planned against."""
+
+    crm: CrmProvider
+    mapping: dict[str, str]
+    fields: list[CrmField]
+
+    @property
+    def mapping_fingerprint(self) -> str:
+        return fingerprint(self.mapping)
+
+
+@dataclass
+class BatchResult:
+    """A batch's outcomes by lead id; the error that stopped it, and the leads it left without an outcome."""
+
+    target: SyncTarget
+    outcomes: dict[str, SyncOutcome] = field(default_factory=dict)
+    error: CrmHubError | None = None
+    #: Leads the error left without an outcome, when the caller keeps them for another try (a job).
+    unfinished: list[str] = field(default_factory=list)
+    #: Requests sent to the CRM for the batch (refreshes included).
+    crm_calls: int = 0
+
+
+class _CallCounter:
+    """Counts the requests a sync sends (``crm_hub.providers.crm_request``)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def started(self, provider: str, operation: CrmOperation) -> None:
+        self.calls += 1
+
+    def finished(self, provider: str, operation: CrmOperation, request: CrmRequest) -> None:
+        pass
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        database: Database,
+        plugins: PluginHost,
+        credentials: CredentialStore,
+        catalog: FieldCatalog,
+        notifications: NotificationDispatcher,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._database = database
+        self._plugins = plugins
+        self._credentials = credentials
+        self._catalog = catalog
+        self._notifications = notifications
+        self._writer = ContactWriter(retry)
+        # Weak values: a lock lives only while a sync holds or waits for it, so the map does not grow.
+        self._contact_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    # -- one lead ------------------------------------------------------------------------------------
+
+    async def sync_lead(
+        self,
+        caller: Caller,
+        lead_id: str,
+        *,
+        provider: str,
+        duplicate_policy: str = "",
+        dry_run: bool = False,
+        force: bool = False,
+    ) -> SyncOutcome:
+        """Sync one lead (or preview it); its failure is raised, after it is recorded."""
+        policy = _validated_policy(provider, duplicate_policy)
+        crm = self._plugins.providers().get(provider)
+        check_lead_id(lead_id)
+        async with self._database.session() as session:
+            lead = LeadRecord.of(await LeadRepository(session).get(caller.team_id, lead_id))
+            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
+        target = await self.target(caller, crm, integration)
+        result = await self.sync_batch(caller, target, [lead], policy, dry_run=dry_run, force=force)
+        outcome = result.outcomes[lead.id]
+        if not dry_run:
+            if outcome.error is not None:
+                if not isinstance(outcome.error, RefreshRejected):  # that one is told as credentials_expired
+                    self._notify("sync_failed", caller, crm.name, lead.id, outcome.message, outcome.error.reason)
+            else:
+                self._notify("sync_succeeded", caller, crm.name, lead.id, outcome.message, contact=outcome.contact_id)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    # -- the steps -----------------------------------------------------------------------------------
+
+    def check_gate(self, crm: CrmProvider, integration: Integration | None) -> dict[str, str]:
+        """The saved mapping — or FAILED_PRECONDITION unless ``crm`` is connected with live credentials and one."""
+        if integration is None or integration.status == IntegrationStatus.DISCONNECTED:
+            raise FailedPrecondition(
+                f"{crm.label} is not connected for your team; connect it first.",
+                reason="PROVIDER_NOT_CONNECTED",
+                metadata={"provider": crm.name},
+            )
+        if integration.status == IntegrationStatus.ERROR and integration.error_reason == RefreshRejected.default_reason:
+            # The refresh token was refused: every call would fail the same way until an admin reconnects.
+            raise FailedPrecondition(
+                f"{crm.label} credentials expired; an admin must reconnect the integration.",
+                reason=RefreshRejected.default_reason,
+                metadata={"provider": crm.name},
+            )
+        mapping: dict[str, str] = dict(integration.settings.get("mapping") or {})
+        if not mapping:
+            raise FailedPrecondition(
+                f"No field mapping is saved for {crm.label}; save one with POST /integrations/{crm.name}/mapping.",
+                reason="MAPPING_MISSING",
+                metadata={"provider": crm.name},
+            )
+        return mapping
+
+    async def target(self, caller: Caller, crm: CrmProvider, integration: Integration | None) -> SyncTarget:
+        """The gate (``check_gate``), then the CRM's fields (cached) that leads are planned against."""
+        mapping = self.check_gate(crm, integration)
+        return SyncTarget(crm=crm, mapping=mapping, fields=await self._catalog.fields_of(caller, crm))
+
+    async def sync_batch(
+        self,
+        caller: Caller,
+        target: SyncTarget,
+        leads: Sequence[LeadRecord],
+        policy: DuplicatePolicy,
+        *,
+        dry_run: bool,
+        force: bool = False,
+        job: SyncJob | None = None,
+        decided: Mapping[str, SyncOutcome] | None = None,
+        keep_unfinished: bool = False,
+    ) -> BatchResult:
+        """Plan, write and record ``leads`` (one sync each) and ``decided`` (outcomes known already).
+
+        An error that stops the batch (an outage past the retries, expired credentials) is returned as
+        ``error``; the leads it left without an outcome fail with it — or, with ``keep_unfinished``, are left
+        as they are (``unfinished``) for the caller to try again.
+        """
+        started = time.perf_counter()
+        crm = target.crm
+        result = BatchResult(target=target, outcomes=dict(decided or {}))
+        job_id = job.id if job is not None else None
+        prepared: list[SyncItem] = []
+        for lead in leads:
+            planned = _prepare(target, lead, dry_run)
+            if isinstance(planned, SyncOutcome):
+                result.outcomes[lead.id] = planned
+            else:
+                prepared.append(planned)
+
+        async def before_write(writes: Sequence[PlannedWrite]) -> None:
+            async with self._database.session() as session:
+                await SyncStateRepository(session).record_intents(
+                    caller.team_id,
+                    crm.name,
+                    [(write.item.key, write.decision.value, write.seen) for write in writes],
+                    job_id=job_id,
+                )
+
+        counter = _CallCounter()
+        items: list[SyncItem] = []
+        if prepared:
+            done: dict[str, SyncOutcome] = {}
+            try:
+                async with self._holding(caller.team_id, crm.name, prepared):
+                    # Read under the contact locks: a sync of the same lead that just finished is seen.
+                    async with self._database.session() as session:
+                        states = await SyncStateRepository(session).get_many(
+                            caller.team_id, crm.name, [item.key for item in prepared]
+                        )
+                    for item in prepared:
+                        planned = _against_state(
+                            target, item, states.get(item.key), policy, dry_run=dry_run, force=force
+                        )
+                        if isinstance(planned, SyncOutcome):
+                            result.outcomes[item.key] = planned
+                        else:
+                            items.append(planned)
+                    if items:
+                        with observing(counter):
+                            await self._credentials.call(
+                                caller,
+                                crm,
+                                lambda tokens: self._writer.apply_batch(
+                                    crm, tokens, items, policy, dry_run, before_write=before_write, done=done
+                                ),
+                            )
+            except CrmHubError as error:
+                result.error = error
+            result.outcomes.update(done)
+            for item in prepared:
+                if item.key in result.outcomes or result.error is None:
+                    continue
+                if keep_unfinished:
+                    result.unfinished.append(item.key)
+                else:
+                    result.outcomes[item.key] = _failed(item.payload, result.error, dry_run)
+        result.crm_calls = counter.calls
+        await self.record(
+            caller,
+            target,
+            result.outcomes,
+            dry_run=dry_run,
+            job=job,
+            crm_calls=counter.calls,
+            duration_ms=round((time.perf_counter() - started) * 1000),
+        )
+        return result
+
+    async def record_failed(
+        self, caller: Caller, result: BatchResult, error: CrmHubError, *, dry_run: bool, job: SyncJob | None
+    ) -> None:
+        """Give the leads a batch left unfinished their outcome: failed with ``error``."""
+        outcomes = {lead_id: _failed({}, error, dry_run) for lead_id in result.unfinished}
+        await self.record(caller, result.target, outcomes, dry_run=dry_run, job=job, crm_calls=0, duration_ms=0)
+        result.outcomes.update(outcomes)
+        result.unfinished = []
+
+    async def record(
+        self,
+        caller: Caller,
+        target: SyncTarget,
+        outcomes: Mapping[str, SyncOutcome],
+        *,
+        dry_run: bool,
+        job: SyncJob | None,
+        crm_calls: int,
+        duration_ms: int,
+    ) -> None:
+        """Sync state, timeline, the job's results and the integration's last sync, in one transaction.
+
+        Status keeps the error of a quota that waiting seconds won't restore (a daily API limit) until a sync
+        succeeds again.
+        """
+        if not outcomes and not crm_calls:
+            return
+        crm = target.crm
+        job_id = job.id if job is not None else None
+        async with self._database.session() as session:
+            if job is not None:
+                await JobRepository(session).record_results(
+                    job, [_result_row(lead_id, outcome) for lead_id, outcome in outcomes.items()], crm_calls=crm_calls
+                )
+            if not outcomes:
+                return
+            if not dry_run:
+                await SyncStateRepository(session).record_outcomes(
+                    caller.team_id,
+                    crm.name,
+                    [
+                        _state_change(lead_id, outcome, target.mapping_fingerprint, job_id)
+                        for lead_id, outcome in outcomes.items()
+                        if not isinstance(outcome.error, NotFound)  # a lead deleted meanwhile has no state left
+                    ],
+                )
+            rows = [_timeline_row(lead_id, outcome, duration_ms) for lead_id, outcome in outcomes.items()]
+            await session.execute(
+                insert(TimelineEvent),
+                timeline_rows(
+                    caller.team_id,
+                    crm.name,
+                    [row for row in rows if row.lead_id not in _deleted(outcomes)],
+                    actor=caller.actor,
+                    request_id=caller.request_id,
+                    job_id=job_id,
+                ),
+            )
+            if dry_run:
+                return
+            integrations = IntegrationRepository(session)
+            if any(outcome.error is None for outcome in outcomes.values()):
+                await integrations.mark_synced(caller.team_id, crm.name, utcnow())
+            exhausted = next(
+                (o.error for o in outcomes.values() if isinstance(o.error, RateLimited) and not o.error.retryable),
+                None,
+            )
+            if exhausted is not None:
+                await integrations.upsert_status(
+                    caller.team_id, crm.name, IntegrationStatus.CONNECTED, exhausted.message, reason=exhausted.reason
+                )
+
+    async def reconcile_interrupted(self, *, older_than_seconds: float = INTENT_STALE_SECONDS) -> int:
+        """Close the intents single syncs left open (the process died mid-write): look each contact up and
+        record what really happened — or write it again, when the write surely did not happen. Leads of a job
+        still running are left to it. Returns how many leads were reconciled."""
+        async with self._database.session() as session:
+            groups = await SyncStateRepository(session).open_intents(utcnow() - timedelta(seconds=older_than_seconds))
+        reconciled = 0
+        for team_id, provider, intents in groups:
+            caller = Caller(Principal(subject="crm-hub", team_id=team_id, role=Role.MEMBER), request_id="recovery")
+            try:
+                crm = self._plugins.providers().get(provider)
+                async with self._database.session() as session:
+                    integration = await IntegrationRepository(session).get(team_id, provider)
+                    leads = {
+                        row.id: LeadRecord.of(row)
+                        for row in await LeadRepository(session).get_many(team_id, [lead for lead, _ in intents])
+                    }
+                target = await self.target(caller, crm, integration)
+            except CrmHubError as error:
+                logger.warning("interrupted syncs not reconciled", extra={"provider": provider, "reason": error.reason})
+                continue
+            # An interrupted create is reconciled under create_new (a contact that appeared since its lookup is
+            # the one it created; none, and it is created now); an upsert or update is written again.
+            for policy in (DuplicatePolicy.CREATE_NEW, DuplicatePolicy.UPDATE):
+                chosen = [
+                    leads[lead_id]
+                    for lead_id, action in intents
+                    if lead_id in leads and (action == Decision.CREATE) == (policy is DuplicatePolicy.CREATE_NEW)
+                ]
+                if chosen:
+                    await self.sync_batch(caller, target, chosen, policy, dry_run=False)
+                    reconciled += len(chosen)
+        return reconciled
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, team_id: str, provider: str, items: Sequence[SyncItem]) -> AsyncIterator[None]:
+        """One sync per contact at a time in this process: two syncs of one email must not both create it."""
+        keys = sorted({item.email or item.key for item in items})  # in order: two batches never deadlock
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                lock = self._contact_locks.setdefault((team_id, provider, key), asyncio.Lock())
+                await stack.enter_async_context(lock)
+            yield
+
+    def _notify(
+        self,
+        kind: NotificationKind,
+        caller: Caller,
+        provider: str,
+        lead_id: str,
+        message: str,
+        reason: str | None = None,
+        *,
+        contact: str | None = None,
+    ) -> None:
+        self._notifications.publish(
+            Notification(
+                kind=kind,
+                team_id=caller.team_id,
+                provider=provider,
+                lead_id=lead_id,
+                contact_id=contact,
+                message=message,
+                reason=reason,
+                request_id=caller.request_id,
+            )
+        )
+
+
+def _validated_policy(provider: str, duplicate_policy: str) -> DuplicatePolicy:
+    violations = []
+    if not provider:
+        violations.append(FieldViolation("provider", "name the CRM to sync to, e.g. hubspot"))
+    try:
+        policy = DuplicatePolicy.parse(duplicate_policy)
+    except InvalidArgument as error:
+        violations.extend(error.field_violations)
+        policy = DuplicatePolicy.UPDATE
+    if violations:
+        raise InvalidArgument(
+            "The sync request is not valid: " + "; ".join(f"{v.field} {v.description}" for v in violations) + ".",
+            reason="SYNC_REQUEST_INVALID",
+            field_violations=violations,
+        )
+    return policy
+
+
+def _prepare(target: SyncTarget, lead: LeadRecord, dry_run: bool) -> SyncItem | SyncOutcome:
+    """The lead's payload and the email duplicates match by — or its failure (a value the CRM can't take)."""
+    crm = target.crm
+    try:
+        payload = build_payload(
+            lead.fields, target.mapping, target.fields, provider_label=crm.label, check_required=False
+        )
+    except InvalidArgument as error:
+        return _failed({}, error, dry_run)
+    missing = required_values_missing(payload, target.mapping, target.fields, provider_label=crm.label)
+    return SyncItem(lead.id, payload, identity_email(payload, target.fields, lead.fields), missing)
+
+
+def _against_state(
+    target: SyncTarget,
+    item: SyncItem,
+    state: LeadSyncState | None,
+    policy: DuplicatePolicy,
+    *,
+    dry_run: bool,
+    force: bool,
+) -> SyncItem | SyncOutcome:
+    """The item as its sync state says: ``unchanged`` when what would be sent was sent last time (nothing to
+    do), carrying what an interrupted earlier write saw when one is open (to reconcile it)."""
+    crm = target.crm
+    if state is not None and state.intent_at is not None:
+        if state.intent_seen is None and state.intent_action == Decision.CREATE and not force:
+            # Created without a lookup first (no email to match by): whether it reached the CRM cannot be known.
+            return _failed(
+                item.payload,
+                Unavailable(
+                    f"An earlier sync of this lead was interrupted while creating a {crm.label} contact, and without "
+                    "an email it cannot be checked; check the CRM, then sync again with force.",
+                    provider=crm.name,
+                    reason="WRITE_OUTCOME_UNKNOWN",
+                ),
+                dry_run,
+            )
+        seen = tuple(state.intent_seen) if state.intent_seen is not None else None
+        return replace(item, interrupted_seen=seen)
+    if (
+        not force
+        and policy is not DuplicatePolicy.CREATE_NEW
+        and state is not None
+        and state.status == "synced"
+        and state.contact_id
+        and state.payload_fingerprint == fingerprint(item.payload)
+        and state.mapping_fingerprint == target.mapping_fingerprint
+    ):
+        return SyncOutcome(
+            action=SyncAction.UNCHANGED,
+            message=f"Nothing changed since the last sync to {crm.label}: nothing was sent.",
+            payload=item.payload,
+            dry_run=dry_run,
+            contact_id=state.contact_id,
+        )
+    return item
+
+
+def identity_email(payload: dict[str, Any], fields: list[CrmField], lead_fields: Mapping[str, str]) -> str | None:
+    """The email duplicates are matched by: the value mapped onto the CRM's email field (whatever the lead
+    calls it), else the lead's own ``email`` field. Lowercased, as providers key their answers."""
+    by_name = {crm_field.name: crm_field for crm_field in fields}
+    mapped = [value for name, value in payload.items() if by_name[name].type == "email" and name.lower() == "email"]
+    mapped = mapped or [value for name, value in payload.items() if by_name[name].type == "email"]
+    email = str(mapped[0]) if mapped else lead_fields.get("email", "")
+    return email.strip().lower() or None
+
+
+def _failed(payload: dict[str, Any], error: CrmHubError, dry_run: bool) -> SyncOutcome:
+    return SyncOutcome(
+        action=SyncAction.FAILED,
+        message=error.message,
+        payload=payload,
+        dry_run=dry_run,
+        contact_id=error.metadata.get("contact_id") or None,
+        error=error,
+    )
+
+
+def _state_change(lead_id: str, outcome: SyncOutcome, mapping_fingerprint: str, job_id: str | None) -> StateChange:
+    if outcome.error is not None:
+        return StateChange(
+            lead_id=lead_id,
+            status="failed",
+            action=SyncAction.FAILED,
+            error_reason=outcome.error.reason,
+            error=outcome.error.message,
+            job_id=job_id,
+        )
+    written = outcome.action in (SyncAction.CREATED, SyncAction.UPDATED) and not outcome.recovered
+    return StateChange(
+        lead_id=lead_id,
+        status="synced",
+        action=outcome.action,
+        contact_id=outcome.contact_id,
+        payload_fingerprint=fingerprint(outcome.payload) if written else None,
+        mapping_fingerprint=mapping_fingerprint if written else None,
+        job_id=job_id,
+    )
+
+
+def _deleted(outcomes: Mapping[str, SyncOutcome]) -> set[str]:
+    return {lead_id for lead_id, outcome in outcomes.items() if isinstance(outcome.error, NotFound)}
+
+
+def _result_row(lead_id: str, outcome: SyncOutcome) -> ResultRow:
+    return ResultRow(
+        lead_id=lead_id,
+        outcome=outcome.action,
+        contact_id=outcome.contact_id,
+        other_contact_ids=outcome.other_contact_ids,
+        error_reason=outcome.error.reason if outcome.error is not None else None,
+        message=outcome.message,
+    )
+
+
+def _timeline_row(lead_id: str, outcome: SyncOutcome, duration_ms: int) -> TimelineRow:
+    return TimelineRow(
+        lead_id=lead_id,
+        action=outcome.action,
+        message=outcome.message,
+        contact_id=outcome.contact_id,
+        dry_run=outcome.dry_run,
+        error_reason=outcome.error.reason if outcome.error is not None else None,
+        duration_ms=duration_ms,
+    )

@@ -1,0 +1,7 @@
+"""Where sync-job batches wait and run: procrastinate workers on PostgreSQL, this process on SQLite."""
+
+from __future__ import annotations
+
+from crm_hub.queue.inprocess import InProcessQueue
+
+__all__ = ["InProcessQueue"]

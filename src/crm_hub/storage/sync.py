@@ -1,0 +1,442 @@
+"""Team-scoped access to the sync engine's rows: each lead's sync state, sync jobs and their per-lead results.
+
+Writes come in batches (a job writes a batch of leads in one statement each), so these repositories speak
+plain dictionaries and multi-row statements rather than one ORM object per row.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_hub.storage.models import Lead, LeadSyncState, SyncJob, SyncJobResult, new_id, utcnow
+from crm_hub.storage.repositories import _insert
+
+__all__ = [
+    "PENDING",
+    "JobRepository",
+    "ResultRow",
+    "StateChange",
+    "SyncStateRepository",
+    "TimelineRow",
+    "timeline_rows",
+]
+
+#: The outcome of a job's lead that the job has not reached yet.
+PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """What one sync attempt did to a lead's sync state (``status`` synced or failed)."""
+
+    lead_id: str
+    status: str
+    action: str
+    contact_id: str | None = None
+    #: Set when a payload was written (created, updated): what was sent, and with which mapping.
+    payload_fingerprint: str | None = None
+    mapping_fingerprint: str | None = None
+    error_reason: str | None = None
+    error: str | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    lead_id: str | None
+    action: str
+    message: str
+    contact_id: str | None = None
+    dry_run: bool = False
+    error_reason: str | None = None
+    duration_ms: int = 0
+
+
+class SyncStateRepository:
+    """Each lead's sync state per provider, for one team at a time."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get_many(self, team_id: str, provider: str, lead_ids: Sequence[str]) -> dict[str, LeadSyncState]:
+        if not lead_ids:
+            return {}
+        statement = select(LeadSyncState).where(
+            LeadSyncState.team_id == team_id,
+            LeadSyncState.provider == provider,
+            LeadSyncState.lead_id.in_(lead_ids),
+        )
+        return {row.lead_id: row for row in await self._session.scalars(statement)}
+
+    async def for_lead(self, team_id: str, lead_id: str) -> builtins.list[LeadSyncState]:
+        """The lead's state with every provider it was ever synced to, by provider."""
+        statement = (
+            select(LeadSyncState)
+            .where(LeadSyncState.team_id == team_id, LeadSyncState.lead_id == lead_id)
+            .order_by(LeadSyncState.provider)
+        )
+        return builtins.list(await self._session.scalars(statement))
+
+    async def record_intents(
+        self,
+        team_id: str,
+        provider: str,
+        intents: Iterable[tuple[str, str, Sequence[str] | None]],
+        *,
+        job_id: str | None,
+        at: datetime | None = None,
+    ) -> None:
+        """Before writes are sent: each ``(lead_id, action, seen contact ids)`` is pending, its intent open."""
+        at = at or utcnow()
+        rows = [
+            {
+                "id": new_id(),
+                "team_id": team_id,
+                "provider": provider,
+                "lead_id": lead_id,
+                "status": PENDING,
+                "intent_at": at,
+                "intent_action": action,
+                "intent_seen": list(seen) if seen is not None else None,
+                "job_id": job_id,
+                "updated_at": at,
+            }
+            for lead_id, action, seen in intents
+        ]
+        if not rows:
+            return
+        statement = _insert(self._session, LeadSyncState).values(rows)
+        excluded = statement.excluded
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["team_id", "provider", "lead_id"],
+                set_={
+                    "status": excluded.status,
+                    "intent_at": excluded.intent_at,
+                    "intent_action": excluded.intent_action,
+                    "intent_seen": excluded.intent_seen,
+                    "job_id": excluded.job_id,
+                    "updated_at": excluded.updated_at,
+                },
+            )
+        )
+
+    async def record_outcomes(
+        self, team_id: str, provider: str, changes: Sequence[StateChange], *, at: datetime | None = None
+    ) -> None:
+        """After the CRM answered: each lead's new state, its intent closed. Fingerprints and the contact are
+        kept from before when a change leaves them out (a failure, a skip)."""
+        if not changes:
+            return
+        at = at or utcnow()
+        rows = [
+            {
+                "id": new_id(),
+                "team_id": team_id,
+                "provider": provider,
+                "lead_id": change.lead_id,
+                "status": change.status,
+                "contact_id": change.contact_id,
+                "payload_fingerprint": change.payload_fingerprint,
+                "mapping_fingerprint": change.mapping_fingerprint,
+                "last_action": change.action,
+                "last_synced_at": at if change.status == "synced" else None,
+                "last_attempt_at": at,
+                "attempts": 1,
+                "failures": 1 if change.status == "failed" else 0,
+                "error_reason": change.error_reason,
+                "error": change.error,
+                "intent_at": None,
+                "intent_action": None,
+                "intent_seen": None,
+                "job_id": change.job_id,
+                "updated_at": at,
+            }
+            for change in changes
+        ]
+        statement = _insert(self._session, LeadSyncState).values(rows)
+        new = statement.excluded
+        failed = new.status == "failed"
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["team_id", "provider", "lead_id"],
+                set_={
+                    "status": new.status,
+                    "contact_id": func.coalesce(new.contact_id, LeadSyncState.contact_id),
+                    "payload_fingerprint": func.coalesce(new.payload_fingerprint, LeadSyncState.payload_fingerprint),
+                    "mapping_fingerprint": func.coalesce(new.mapping_fingerprint, LeadSyncState.mapping_fingerprint),
+                    "last_action": new.last_action,
+                    "last_synced_at": func.coalesce(new.last_synced_at, LeadSyncState.last_synced_at),
+                    "last_attempt_at": new.last_attempt_at,
+                    "attempts": LeadSyncState.attempts + 1,
+                    "failures": case((failed, LeadSyncState.failures + 1), else_=0),
+                    "error_reason": new.error_reason,
+                    "error": new.error,
+                    "intent_at": None,
+                    "intent_action": None,
+                    "intent_seen": None,
+                    "job_id": new.job_id,
+                    "updated_at": new.updated_at,
+                },
+            )
+        )
+
+    async def counts(self, team_id: str) -> dict[str, dict[str, int]]:
+        """Per provider: how many of the team's leads are synced, pending and failed."""
+        statement = (
+            select(LeadSyncState.provider, LeadSyncState.status, func.count())
+            .where(LeadSyncState.team_id == team_id)
+            .group_by(LeadSyncState.provider, LeadSyncState.status)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for provider, status, count in await self._session.execute(statement):
+            counts.setdefault(provider, {})[status] = int(count)
+        return counts
+
+    async def open_intents(
+        self, older_than: datetime, limit: int = 500
+    ) -> builtins.list[tuple[str, str, builtins.list[tuple[str, str]]]]:
+        """ADMIN ONLY, for recovery across teams: per ``(team_id, provider)``, the ``(lead id, intent action)``
+        of writes started before ``older_than`` and never recorded (the process died in between) — but for
+        those of jobs still running, which reconcile their own."""
+        running = select(SyncJob.id).where(SyncJob.state.in_(("queued", "running")))
+        statement = (
+            select(LeadSyncState.team_id, LeadSyncState.provider, LeadSyncState.lead_id, LeadSyncState.intent_action)
+            .where(
+                LeadSyncState.intent_at.is_not(None),
+                LeadSyncState.intent_at < older_than,
+                or_(LeadSyncState.job_id.is_(None), LeadSyncState.job_id.not_in(running)),
+            )
+            .order_by(LeadSyncState.team_id, LeadSyncState.provider)
+            .limit(limit)
+        )
+        grouped: dict[tuple[str, str], builtins.list[tuple[str, str]]] = {}
+        for team_id, provider, lead_id, action in await self._session.execute(statement):
+            grouped.setdefault((team_id, provider), []).append((lead_id, action or ""))
+        return [(team, provider, leads) for (team, provider), leads in grouped.items()]
+
+
+def _selection_filter(selection: str, team_id: str, provider: str, mapping_fingerprint: str) -> ColumnElement[bool]:
+    """The leads of ``team_id`` that ``selection`` picks, over ``leads`` outer-joined with their state."""
+    state = LeadSyncState
+    if selection == "all":
+        return Lead.team_id == team_id
+    if selection == "unsynced":  # never synced successfully (no state yet, or pending or failed so far)
+        return and_(Lead.team_id == team_id, state.last_synced_at.is_(None))
+    if selection == "failed":
+        return and_(Lead.team_id == team_id, state.status == "failed")
+    if selection == "changed":
+        # Synced before, and the lead or the mapping changed since; the payload's fingerprint decides per lead.
+        return and_(
+            Lead.team_id == team_id,
+            state.last_synced_at.is_not(None),
+            or_(Lead.updated_at > state.last_synced_at, state.mapping_fingerprint != mapping_fingerprint),
+        )
+    raise ValueError(f"unknown selection {selection!r}")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """A lead's outcome in a job, as the job records it."""
+
+    lead_id: str
+    outcome: str
+    contact_id: str | None = None
+    other_contact_ids: Sequence[str] = ()
+    error_reason: str | None = None
+    message: str | None = None
+
+
+class JobRepository:
+    """Sync jobs and their per-lead results. Reads that serve a team take its ``team_id``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(self, job: SyncJob) -> SyncJob:
+        self._session.add(job)
+        await self._session.flush()
+        return job
+
+    async def get(self, team_id: str, job_id: str) -> SyncJob | None:
+        """The team's job ``job_id``; None for another team's (or none at all)."""
+        return await self._session.scalar(select(SyncJob).where(SyncJob.team_id == team_id, SyncJob.id == job_id))
+
+    async def get_for_worker(self, job_id: str, *, lock: bool = False) -> SyncJob | None:
+        """The job a queued task names, whatever its team (the worker then acts for ``job.team_id``)."""
+        statement = select(SyncJob).where(SyncJob.id == job_id)
+        if lock:
+            statement = statement.with_for_update()
+        return await self._session.scalar(statement, execution_options={"populate_existing": True})
+
+    async def page(
+        self, team_id: str, limit: int, before: tuple[datetime, str] | None = None
+    ) -> builtins.list[SyncJob]:
+        """Up to ``limit`` of the team's jobs, newest first, after the page position ``before``."""
+        statement = select(SyncJob).where(SyncJob.team_id == team_id)
+        if before is not None:
+            statement = statement.where(tuple_(SyncJob.created_at, SyncJob.id) < tuple_(*before))
+        statement = statement.order_by(SyncJob.created_at.desc(), SyncJob.id.desc()).limit(limit)
+        return builtins.list(await self._session.scalars(statement))
+
+    async def existing_leads(self, team_id: str, lead_ids: Sequence[str]) -> set[str]:
+        """Which of ``lead_ids`` are the team's leads."""
+        found: set[str] = set()
+        unique = builtins.list(dict.fromkeys(lead_ids))
+        for start in range(0, len(unique), 1000):
+            statement = select(Lead.id).where(Lead.team_id == team_id, Lead.id.in_(unique[start : start + 1000]))
+            found.update(await self._session.scalars(statement))
+        return found
+
+    async def select_leads(self, job: SyncJob, *, lead_ids: Sequence[str] = (), mapping_fingerprint: str = "") -> int:
+        """Snapshot the job's leads as pending results — ``lead_ids``, or its selection — and say how many."""
+        if job.selection == "ids":
+            rows = [
+                {"job_id": job.id, "team_id": job.team_id, "lead_id": lead_id, "outcome": PENDING}
+                for lead_id in dict.fromkeys(lead_ids)
+            ]
+            for start in range(0, len(rows), 1000):
+                await self._session.execute(insert(SyncJobResult), rows[start : start + 1000])
+            return len(rows)
+        state = LeadSyncState
+        chosen = (
+            select(literal(job.id), Lead.team_id, Lead.id, literal(PENDING))
+            .select_from(Lead)
+            .outerjoin(state, and_(state.lead_id == Lead.id, state.provider == job.provider))
+            .where(_selection_filter(job.selection, job.team_id, job.provider, mapping_fingerprint))
+        )
+        statement = insert(SyncJobResult).from_select(["job_id", "team_id", "lead_id", "outcome"], chosen)
+        result = await self._session.execute(statement)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def pending(self, job_id: str, limit: int) -> builtins.list[str]:
+        """The next ``limit`` lead ids the job has not reached, in id order."""
+        statement = (
+            select(SyncJobResult.lead_id)
+            .where(SyncJobResult.job_id == job_id, SyncJobResult.outcome == PENDING)
+            .order_by(SyncJobResult.lead_id)
+            .limit(limit)
+        )
+        return builtins.list(await self._session.scalars(statement))
+
+    async def record_results(self, job: SyncJob, rows: Sequence[ResultRow], *, crm_calls: int = 0) -> None:
+        """Each lead's one outcome, and the CRM calls it took, in the caller's transaction."""
+        if rows:
+            now = utcnow()
+            values = [
+                {
+                    "job_id": job.id,
+                    "team_id": job.team_id,
+                    "lead_id": row.lead_id,
+                    "outcome": row.outcome,
+                    "contact_id": row.contact_id,
+                    "other_contact_ids": builtins.list(row.other_contact_ids) or None,
+                    "error_reason": row.error_reason,
+                    "message": row.message,
+                    "updated_at": now,
+                }
+                for row in rows
+            ]
+            statement = _insert(self._session, SyncJobResult).values(values)
+            new = statement.excluded
+            await self._session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["job_id", "lead_id"],
+                    set_={
+                        "outcome": new.outcome,
+                        "contact_id": new.contact_id,
+                        "other_contact_ids": new.other_contact_ids,
+                        "error_reason": new.error_reason,
+                        "message": new.message,
+                        "updated_at": new.updated_at,
+                    },
+                )
+            )
+        if crm_calls:
+            await self._session.execute(
+                update(SyncJob).where(SyncJob.id == job.id).values(crm_calls=SyncJob.crm_calls + crm_calls)
+            )
+
+    async def close_pending(self, job: SyncJob, outcome: str, *, reason: str | None, message: str) -> int:
+        """Give every lead the job has not reached ``outcome`` (failed or cancelled); how many there were."""
+        statement = (
+            update(SyncJobResult)
+            .where(SyncJobResult.job_id == job.id, SyncJobResult.outcome == PENDING)
+            .values(outcome=outcome, error_reason=reason, message=message, updated_at=utcnow())
+        )
+        return int((await self._session.execute(statement)).rowcount or 0)  # type: ignore[attr-defined]
+
+    async def counts(self, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per job: how many of its leads have each outcome (``pending`` included)."""
+        if not job_ids:
+            return {}
+        statement = (
+            select(SyncJobResult.job_id, SyncJobResult.outcome, func.count())
+            .where(SyncJobResult.job_id.in_(job_ids))
+            .group_by(SyncJobResult.job_id, SyncJobResult.outcome)
+        )
+        counts: dict[str, dict[str, int]] = {job_id: {} for job_id in job_ids}
+        for job_id, outcome, count in await self._session.execute(statement):
+            counts[job_id][outcome] = int(count)
+        return counts
+
+    async def results(
+        self, job: SyncJob, limit: int, after: str = "", outcome: str | None = None
+    ) -> builtins.list[SyncJobResult]:
+        """Up to ``limit`` of the job's results in lead-id order, after lead id ``after``."""
+        statement = select(SyncJobResult).where(SyncJobResult.job_id == job.id, SyncJobResult.lead_id > after)
+        if outcome is not None:
+            statement = statement.where(SyncJobResult.outcome == outcome)
+        return builtins.list(await self._session.scalars(statement.order_by(SyncJobResult.lead_id).limit(limit)))
+
+    async def failure_reasons(self, job_id: str) -> dict[str, int]:
+        """How many of the job's leads failed, per reason."""
+        statement = (
+            select(SyncJobResult.error_reason, func.count())
+            .where(SyncJobResult.job_id == job_id, SyncJobResult.outcome == "failed")
+            .group_by(SyncJobResult.error_reason)
+        )
+        return {reason or "UNKNOWN": int(count) for reason, count in await self._session.execute(statement)}
+
+    async def update_job(self, job_id: str, **changes: Any) -> None:
+        await self._session.execute(update(SyncJob).where(SyncJob.id == job_id).values(**changes))
+
+    async def unfinished(self, limit: int = 1000) -> builtins.list[SyncJob]:
+        """ADMIN ONLY, for recovery across teams: jobs queued or running, oldest first."""
+        statement = (
+            select(SyncJob).where(SyncJob.state.in_(("queued", "running"))).order_by(SyncJob.created_at).limit(limit)
+        )
+        return builtins.list(await self._session.scalars(statement))
+
+
+def timeline_rows(
+    team_id: str, provider: str, rows: Sequence[TimelineRow], *, actor: str, request_id: str, job_id: str | None
+) -> builtins.list[dict[str, Any]]:
+    """Timeline events as rows for one multi-row INSERT (``session.execute(insert(TimelineEvent), rows)``)."""
+    now = utcnow()
+    return [
+        {
+            "id": new_id(),
+            "team_id": team_id,
+            "lead_id": row.lead_id,
+            "provider": provider,
+            "action": row.action,
+            "contact_id": row.contact_id,
+            "dry_run": row.dry_run,
+            "error_reason": row.error_reason,
+            "message": row.message,
+            "actor": actor,
+            "request_id": request_id,
+            "duration_ms": row.duration_ms,
+            "job_id": job_id,
+            "created_at": now,
+        }
+        for row in rows
+    ]

@@ -82,6 +82,7 @@ class TimelineEntry:
     request_id: str
     duration_ms: int
     created_at: datetime
+    job_id: str | None
 
     @classmethod
     def of(cls, row: TimelineEvent) -> TimelineEntry:

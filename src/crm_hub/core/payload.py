@@ -5,6 +5,7 @@ Invalid values are refused here, before any write, naming the lead field and the
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -28,6 +29,8 @@ def coerce_value(value: str, field: CrmField) -> Any:
         if not _NUMBER.match(text):
             raise ValueError(f"{text[:40]!r} is not a number")
         number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"{text[:40]!r} is too large a number")
         return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
     if field.type == "boolean":
         lowered = text.lower()

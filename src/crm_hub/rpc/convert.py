@@ -139,6 +139,7 @@ def timeline_event(row: TimelineEntry) -> leads_pb2.TimelineEvent:
         request_id=row.request_id,
         duration_ms=row.duration_ms,
         created_at=timestamp(row.created_at),
+        job_id=row.job_id or "",
     )
 
 

@@ -312,9 +312,12 @@ class JobRepository:
             .outerjoin(state, and_(state.lead_id == Lead.id, state.provider == job.provider))
             .where(_selection_filter(job.selection, job.team_id, job.provider, mapping_fingerprint))
         )
-        statement = insert(SyncJobResult).from_select(["job_id", "team_id", "lead_id", "outcome"], chosen)
-        result = await self._session.execute(statement)
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        await self._session.execute(
+            insert(SyncJobResult).from_select(["job_id", "team_id", "lead_id", "outcome"], chosen)
+        )
+        # Counted, not read off rowcount: drivers disagree on it for INSERT ... SELECT.
+        count = select(func.count()).where(SyncJobResult.job_id == job.id)
+        return int(await self._session.scalar(count) or 0)
 
     async def pending(self, job_id: str, limit: int) -> builtins.list[str]:
         """The next ``limit`` lead ids the job has not reached, in id order."""

@@ -323,11 +323,12 @@ class TimelineEvent(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DURATION_MS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     lead_id: _builtins.str
     provider: _builtins.str
     action: _builtins.str
-    """e.g. created, updated, skipped, would_create, failed, connected, disconnected, refresh_failed."""
+    """e.g. created, updated, skipped, unchanged, would_create, failed, connected, disconnected, refresh_failed."""
     contact_id: _builtins.str
     dry_run: _builtins.bool
     error_reason: _builtins.str
@@ -337,6 +338,8 @@ class TimelineEvent(_message.Message):
     """Subject (sub claim) of the caller."""
     request_id: _builtins.str
     duration_ms: _builtins.int
+    job_id: _builtins.str
+    """The sync job the event belongs to, if a job made it."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -354,10 +357,11 @@ class TimelineEvent(_message.Message):
         request_id: _builtins.str = ...,
         duration_ms: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "contact_id", b"contact_id", "created_at", b"created_at", "dry_run", b"dry_run", "duration_ms", b"duration_ms", "error_reason", b"error_reason", "id", b"id", "lead_id", b"lead_id", "message", b"message", "provider", b"provider", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "contact_id", b"contact_id", "created_at", b"created_at", "dry_run", b"dry_run", "duration_ms", b"duration_ms", "error_reason", b"error_reason", "id", b"id", "job_id", b"job_id", "lead_id", b"lead_id", "message", b"message", "provider", b"provider", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

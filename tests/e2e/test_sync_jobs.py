@@ -72,7 +72,8 @@ async def finished(world: World, job_id: str) -> sync_pb2.SyncJob:
     last = None
     async for update in world.sync.WatchSyncJob(sync_pb2.WatchSyncJobRequest(job_id=job_id), metadata=world.auth()):
         last = update
-    assert last is not None and last.final
+    assert last is not None
+    assert last.final
     return last.job
 
 
@@ -248,7 +249,8 @@ async def test_watching_a_job_streams_progress_per_batch_then_a_final_message(hu
     ]
 
     assert [update.final for update in updates].count(True) == 1
-    assert updates[-1].final and updates[-1].job.state == "succeeded"
+    assert updates[-1].final
+    assert updates[-1].job.state == "succeeded"
     processed = [update.job.processed for update in updates]
     assert processed == sorted(processed)
     assert processed[-1] == 250

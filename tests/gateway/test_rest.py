@@ -195,7 +195,7 @@ async def test_invalid_lead_error_keeps_the_field_violations(http: httpx.AsyncCl
     ("method", "path", "content", "status", "reason"),
     [
         ("GET", "/no/such/path", None, 404, "NOT_FOUND"),
-        ("PUT", "/integrations/status", None, 404, "NOT_FOUND"),
+        ("PUT", "/integrations/status", None, 405, "METHOD_NOT_ALLOWED"),
         ("POST", "/leads", b'{"fields": {"email": "a@example.com"', 400, "INVALID_JSON"),
         ("POST", "/leads", b"not json at all", 400, "INVALID_JSON"),
         ("POST", "/leads", b'{"fields": 5}', 400, "INVALID_ARGUMENT"),
@@ -243,7 +243,7 @@ async def test_gateway_refusals_are_json_with_success_false_and_a_reason(
     assert error["success"] is False
     assert error["reason"] == reason
     assert error["message"]
-    assert error["code"] == {400: 3, 404: 5}[status]
+    assert error["code"] == {400: 3, 404: 5, 405: 12}[status]
     assert error["details"] == [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "crm_hub", "metadata": {}}
     ]

@@ -70,7 +70,10 @@ def test_every_path_variable_names_a_request_field() -> None:
 def test_sync_takes_dry_run_in_the_query_and_the_options_as_body(document: dict[str, Any]) -> None:
     sync = document["paths"]["/crm/sync/lead/{lead_id}"]["post"]
     parameters = {(p["name"], p["in"]): p["schema"] for p in sync["parameters"]}
-    assert parameters == {("lead_id", "path"): {"type": "string"}, ("dryRun", "query"): {"type": "boolean"}}
+    assert parameters == {
+        ("lead_id", "path"): {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        ("dryRun", "query"): {"type": "boolean"},
+    }
     assert sync["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SyncOptions"}
     options = document["components"]["schemas"]["SyncOptions"]["properties"]
     assert set(options) == {"provider", "duplicatePolicy"}

@@ -368,7 +368,8 @@ def _upstream_tls_context(settings: GatewaySettings, hosts: Sequence[HostPort]) 
         for host in dict.fromkeys(HostPort(h.host, 0) for h in hosts)
     ]
     common: dict[str, object] = {
-        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+        # Envoy's upstream default stops at TLS 1.2.
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
         "alpn_protocols": ["h2"],  # gRPC servers require ALPN h2
         "validation_context": {
             "trusted_ca": {"filename": str(settings.upstream_tls_ca.resolve())},

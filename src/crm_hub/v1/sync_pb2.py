@@ -23,24 +23,31 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63rm_hub/v1/sync.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"]\n\x0fSyncLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.crm_hub.v1.SyncOptions\"9\n\x0bSyncOptions\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x18\n\x10\x64uplicate_policy\x18\x02 \x01(\t\"\xae\x01\n\x10SyncLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x19\n\x11other_contact_ids\x18\x07 \x03(\t2\x7f\n\x0bSyncService\x12p\n\x08SyncLead\x12\x1b.crm_hub.v1.SyncLeadRequest\x1a\x1c.crm_hub.v1.SyncLeadResponse\")\x82\xd3\xe4\x93\x02#\"\x18/crm/sync/lead/{lead_id}:\x07optionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63rm_hub/v1/sync.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"i\n\x0fSyncLeadRequest\x12\x15\n\x07lead_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x17.crm_hub.v1.SyncOptionsB\x04\xe2\x41\x01\x02\"?\n\x0bSyncOptions\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\x10\x64uplicate_policy\x18\x02 \x01(\t\"\xae\x01\n\x10SyncLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x19\n\x11other_contact_ids\x18\x07 \x03(\t2\x7f\n\x0bSyncService\x12p\n\x08SyncLead\x12\x1b.crm_hub.v1.SyncLeadRequest\x1a\x1c.crm_hub.v1.SyncLeadResponse\")\x82\xd3\xe4\x93\x02#\"\x18/crm/sync/lead/{lead_id}:\x07optionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm_hub.v1.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SYNCLEADREQUEST'].fields_by_name['lead_id']._loaded_options = None
+  _globals['_SYNCLEADREQUEST'].fields_by_name['lead_id']._serialized_options = b'\342A\001\002'
+  _globals['_SYNCLEADREQUEST'].fields_by_name['options']._loaded_options = None
+  _globals['_SYNCLEADREQUEST'].fields_by_name['options']._serialized_options = b'\342A\001\002'
+  _globals['_SYNCOPTIONS'].fields_by_name['provider']._loaded_options = None
+  _globals['_SYNCOPTIONS'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
   _globals['_SYNCSERVICE'].methods_by_name['SyncLead']._loaded_options = None
   _globals['_SYNCSERVICE'].methods_by_name['SyncLead']._serialized_options = b'\202\323\344\223\002#\"\030/crm/sync/lead/{lead_id}:\007options'
-  _globals['_SYNCLEADREQUEST']._serialized_start=97
-  _globals['_SYNCLEADREQUEST']._serialized_end=190
-  _globals['_SYNCOPTIONS']._serialized_start=192
-  _globals['_SYNCOPTIONS']._serialized_end=249
-  _globals['_SYNCLEADRESPONSE']._serialized_start=252
-  _globals['_SYNCLEADRESPONSE']._serialized_end=426
-  _globals['_SYNCSERVICE']._serialized_start=428
-  _globals['_SYNCSERVICE']._serialized_end=555
+  _globals['_SYNCLEADREQUEST']._serialized_start=130
+  _globals['_SYNCLEADREQUEST']._serialized_end=235
+  _globals['_SYNCOPTIONS']._serialized_start=237
+  _globals['_SYNCOPTIONS']._serialized_end=300
+  _globals['_SYNCLEADRESPONSE']._serialized_start=303
+  _globals['_SYNCLEADRESPONSE']._serialized_end=477
+  _globals['_SYNCSERVICE']._serialized_start=479
+  _globals['_SYNCSERVICE']._serialized_end=606
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -151,13 +150,13 @@ async def grpc_server(
 
 
 def gateway_settings(*upstream_ports: int, **overrides: Any) -> GatewaySettings:
-    """Envoy on a free loopback port in front of the given gRPC ports."""
-    settings = GatewaySettings(
-        http_address=HostPort("127.0.0.1", 0),
-        upstreams=tuple(HostPort("127.0.0.1", port) for port in upstream_ports),
-        health_check_interval=TEST_HEALTH_CHECK_INTERVAL,
-    )
-    return dataclasses.replace(settings, **overrides)
+    """Envoy on a free loopback port in front of the given gRPC ports (or ``upstreams=``)."""
+    values: dict[str, Any] = {
+        "http_address": HostPort("127.0.0.1", 0),
+        "upstreams": tuple(HostPort("127.0.0.1", port) for port in upstream_ports),
+        "health_check_interval": TEST_HEALTH_CHECK_INTERVAL,
+    }
+    return GatewaySettings(**{**values, **overrides})
 
 
 def make_application(database_url: str, data_dir: Path, provider: MemoryCrm) -> Application:

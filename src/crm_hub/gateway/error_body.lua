@@ -412,13 +412,8 @@ local function request_body(handle, headers)
   return body
 end
 
-local function json_kind(node)
-  if node.kind == "object" then return "an object" end
-  return "an array"
-end
-
--- A JSON object (or array) as the value of a map<string, scalar> field: the transcoder would send a corrupt
--- message (or an odd error) instead of refusing it. Returns the refusal message, or nil.
+-- A JSON object as the value of a map<string, scalar> field: the transcoder would send a corrupt message
+-- instead of refusing it (other wrong types it refuses itself). Returns the refusal message, or nil.
 local function misplaced_object(text, scalar_maps)
   local body = parse(text)
   if body == nil or body.kind ~= "object" then return nil end  -- the transcoder explains that
@@ -427,7 +422,7 @@ local function misplaced_object(text, scalar_maps)
     for _, entry in ipairs(node.entries) do
       if entry.node.kind == "object" then
         local where = name == "" and entry.key or (name .. "[" .. entry.key .. "]")
-        return where .. ": invalid value, expected " .. scalar_maps[name] .. ", not " .. json_kind(entry.node) .. "."
+        return where .. ": invalid value, expected " .. scalar_maps[name] .. ", not an object."
       end
     end
     return nil
@@ -461,18 +456,6 @@ local function check_rest_request(handle, headers, metadata)
     return refuse(handle, 400, "INVALID_UTF8", "The URL's path and query must be UTF-8 once percent-decoded.")
   end
 
-  local routes = metadata:get("routes")
-  if routes == nil then return end
-  local method = headers:get(":method") or ""
-  local verbs, route = route_for(routes, path_segments(route_path), method)
-  if route == nil then
-    if next(verbs) == nil then return end  -- no such path: the transcoder answers 404
-    local allow = table.concat(sorted_keys(verbs), ", ")
-    return refuse(handle, 405, "METHOD_NOT_ALLOWED",
-      "Method " .. method .. " is not allowed on " .. route_path .. "; it serves " .. allow .. ".",
-      { allow = allow })
-  end
-
   -- The transcoder lets a query parameter override a path variable (/leads/a?leadId=b reads lead b).
   local path_variables = metadata:get("path_variables")
   if query ~= "" and path_variables ~= nil then
@@ -485,6 +468,18 @@ local function check_rest_request(handle, headers, metadata)
           "Query parameter '" .. name .. "' names a path variable; give it in the path only.")
       end
     end
+  end
+
+  local routes = metadata:get("routes")
+  if routes == nil then return end
+  local method = headers:get(":method") or ""
+  local verbs, route = route_for(routes, path_segments(route_path), method)
+  if route == nil then
+    if next(verbs) == nil then return end  -- no such path: the transcoder answers 404
+    local allow = table.concat(sorted_keys(verbs), ", ")
+    return refuse(handle, 405, "METHOD_NOT_ALLOWED",
+      "Method " .. method .. " is not allowed on " .. route_path:sub(1, 200) .. "; it serves " .. allow .. ".",
+      { allow = allow })
   end
 
   local max_body_bytes = metadata:get("max_body_bytes")
@@ -500,7 +495,7 @@ local function check_rest_request(handle, headers, metadata)
   local body = request_body(handle, headers)
   if body == nil then return end
   if not json then
-    local given = content_type and ("not " .. content_type) or "and none was given"
+    local given = content_type and ("not " .. content_type:sub(1, 100)) or "and none was given"
     return refuse(handle, 415, "UNSUPPORTED_MEDIA_TYPE",
       "A request body must be JSON with Content-Type: application/json, " .. given .. ".")
   end
@@ -522,7 +517,8 @@ function envoy_on_response(response_handle)
   if status == nil or status < 400 or is_grpc(headers:get("content-type")) then return end
   local reason_header = headers:get(REASON_HEADER)
   headers:remove(REASON_HEADER)
-  local body = response_handle:body()  -- buffers the whole (small) error body
+  -- Buffers the whole error body: small, or at most what a replica's trailers held (the cluster's limit).
+  local body = response_handle:body()
   if body == nil then return end
   local rewritten = rewrite(status, body:getBytes(0, body:length()), reason_header)
   body:setBytes(rewritten)

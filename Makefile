@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml $(PLUGINS)
 $(BUF):
 	npm install --silent --no-save --no-package-lock --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
-build/third_party/.copied: $(VENV)/.installed
+build/third_party/.copied: $(VENV)/.installed scripts/protos.py
 	$(BIN)/python scripts/protos.py third-party
 	@touch $@
 

@@ -27,6 +27,7 @@ THIRD_PARTY = ROOT / "build" / "third_party"
 THIRD_PARTY_FILES = [
     "google/api/annotations.proto",
     "google/api/http.proto",
+    "google/api/field_behavior.proto",
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",
 ]

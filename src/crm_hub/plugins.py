@@ -62,7 +62,7 @@ class ProviderRegistry:
         provider = self._providers.get(name)
         if provider is None:
             available = ", ".join(self.names()) or "none (no provider plugin is installed)"
-            shown = name if PROVIDER_NAME_PATTERN.match(name) else repr(name[:40])
+            shown = name if PROVIDER_NAME_PATTERN.fullmatch(name) else repr(name[:40])
             raise NotFound(
                 f"Unknown provider {shown}. Available providers: {available}.",
                 reason="PROVIDER_NOT_FOUND",
@@ -194,7 +194,7 @@ class PluginHost:
                         f"Plugin {plugin.name!r} registered {item!r}, which is not a {base.__name__}."
                     )
                 name = getattr(item, "name", "")
-                if not isinstance(name, str) or not PROVIDER_NAME_PATTERN.match(name):
+                if not isinstance(name, str) or not PROVIDER_NAME_PATTERN.fullmatch(name):
                     raise ConfigurationError(
                         f"Plugin {plugin.name!r} registered a {what} named {name!r}; names must match "
                         f"{PROVIDER_NAME_PATTERN.pattern}."

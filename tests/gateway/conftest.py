@@ -10,15 +10,19 @@ without having run them.
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 from crm_hub.application import Application
 from crm_hub.config import Settings
@@ -37,14 +41,122 @@ def headers(team: str, role: str = "admin") -> dict[str, str]:
     return dict(bearer(team, role))
 
 
-def gateway_settings(*upstream_ports: int, **overrides: Any) -> GatewaySettings:
-    """Envoy on a free loopback port in front of the given gRPC ports."""
-    settings = GatewaySettings(
-        http_address=HostPort("127.0.0.1", 0),
-        upstreams=tuple(HostPort("127.0.0.1", port) for port in upstream_ports),
-        health_check_interval=TEST_HEALTH_CHECK_INTERVAL,
+async def connect_memorycrm(http: httpx.AsyncClient, team: str) -> None:
+    """The OAuth flow of the spec: start, then the callback with the code the CRM redirected back with."""
+    started = await http.get("/integrations/memorycrm/start", headers=headers(team))
+    assert started.status_code == 200, started.text
+    callback = await http.post(
+        "/integrations/memorycrm/callback",
+        json={"code": "good-code", "state": started.json()["state"]},
+        headers=headers(team),
     )
-    return dataclasses.replace(settings, **overrides)
+    assert callback.status_code == 200, callback.text
+    assert callback.json()["success"] is True
+
+
+#: The gRPC code the gateway gives each HTTP status it answers itself.
+GRPC_CODE_OF_GATEWAY_STATUS = {400: 3, 404: 5, 405: 12, 408: 4, 413: 8, 414: 8, 415: 3, 431: 8, 503: 14}
+
+
+def assert_gateway_error(response: httpx.Response, status: int, reason: str) -> dict[str, Any]:
+    """``response`` is the gateway's own refusal: ``status``, the usual JSON error body with ``reason``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    error: dict[str, Any] = response.json()
+    assert error["success"] is False
+    assert error["reason"] == reason
+    assert error["message"]
+    assert error["code"] == GRPC_CODE_OF_GATEWAY_STATUS[status]
+    assert error["details"] == [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "crm_hub", "metadata": {}}
+    ]
+    return error
+
+
+RAW_HTTP_TIMEOUT_SECONDS = 10.0
+
+
+async def raw_http(gateway: EnvoyGateway, head: bytes, body: bytes = b"") -> tuple[httpx.Response, float]:
+    """Send ``head`` then ``body`` over a plain socket, reading the answer meanwhile (as curl does); the answer
+    and the seconds it took.
+
+    For what an HTTP client library will not do: stop sending mid-request, or go on sending a body the gateway
+    has already refused (Envoy answers at once and stops reading; a client that reads only after sending it
+    all sees the connection reset instead).
+    """
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.http_port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def send() -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write(head)
+            await writer.drain()
+            for start in range(0, len(body), 64 * 1024):
+                writer.write(body[start : start + 64 * 1024])
+                await writer.drain()
+
+    sender = asyncio.create_task(send())
+    try:
+        async with asyncio.timeout(RAW_HTTP_TIMEOUT_SECONDS):
+            status_line = await reader.readline()
+            fields = []
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                fields.append((name.strip(), value.strip()))
+            length = int(next((value for name, value in fields if name.lower() == "content-length"), "0"))
+            content = await reader.readexactly(length)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        writer.close()
+    elapsed = loop.time() - started
+    return httpx.Response(int(status_line.split()[1]), headers=fields, content=content), elapsed
+
+
+def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    """An HTTP/1.1 request line and headers, ready for ``raw_http``."""
+    lines = [f"{method} {path} HTTP/1.1", "host: gateway", *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@asynccontextmanager
+async def grpc_server(
+    register: Callable[[grpc.aio.Server], None],
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    options: tuple[tuple[str, Any], ...] = (),
+) -> AsyncIterator[int]:
+    """A test-local grpc.aio server on a free loopback port (TLS with ``credentials``), with health checking.
+
+    ``register`` adds the servicers; ``options`` are grpc channel arguments. Yields the port.
+    """
+    server = grpc.aio.server(options=options)
+    register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+
+
+def gateway_settings(*upstream_ports: int, **overrides: Any) -> GatewaySettings:
+    """Envoy on a free loopback port in front of the given gRPC ports (or ``upstreams=``)."""
+    values: dict[str, Any] = {
+        "http_address": HostPort("127.0.0.1", 0),
+        "upstreams": tuple(HostPort("127.0.0.1", port) for port in upstream_ports),
+        "health_check_interval": TEST_HEALTH_CHECK_INTERVAL,
+    }
+    return GatewaySettings(**{**values, **overrides})
 
 
 def make_application(database_url: str, data_dir: Path, provider: MemoryCrm) -> Application:

@@ -9,9 +9,17 @@ import pytest
 
 from crm_hub.errors import ConfigurationError
 from crm_hub.gateway import GatewaySettings, HostPort, render_config
-from crm_hub.gateway.config import path_variables
+from crm_hub.gateway.config import (
+    MAX_REQUEST_BODY_BYTES,
+    MAX_REQUEST_HEADERS_KB,
+    MAX_UPSTREAM_RESPONSE_HEADERS_KB,
+    MAX_URL_BYTES,
+    REQUEST_TIMEOUT_SECONDS,
+    lua_routes,
+    path_variables,
+)
 from crm_hub.gateway.descriptors import EXTRA_PROTOS, check, load_descriptor_set
-from crm_hub.gateway.http_rules import service_names
+from crm_hub.gateway.http_rules import http_bindings, path_template_segments, service_names
 from crm_hub.rpc.server import SERVICE_NAMES
 from tests.gateway.test_tls import self_signed_certificate
 
@@ -142,3 +150,116 @@ def test_descriptor_set_carries_the_error_detail_types_and_is_current() -> None:
     assert set(EXTRA_PROTOS) <= names
     assert "google/api/annotations.proto" in names
     assert check() == []
+
+
+# -- upstream TLS, limits and the REST paths for the Lua filter ----------------------------------------------
+
+
+def test_environment_sets_upstream_tls(tmp_path: Path) -> None:
+    settings = GatewaySettings.from_env(
+        {
+            "CRM_HUB_GRPC_UPSTREAM_TLS_CA": str(tmp_path / "ca.pem"),
+            "CRM_HUB_GRPC_UPSTREAM_TLS_CERT": str(tmp_path / "client.pem"),
+            "CRM_HUB_GRPC_UPSTREAM_TLS_KEY": str(tmp_path / "client.key"),
+        }
+    )
+    assert settings.upstream_tls
+    assert (settings.upstream_tls_ca, settings.upstream_tls_cert, settings.upstream_tls_key) == (
+        tmp_path / "ca.pem",
+        tmp_path / "client.pem",
+        tmp_path / "client.key",
+    )
+    assert not GatewaySettings.from_env({}).upstream_tls
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        (
+            {"CRM_HUB_GRPC_UPSTREAM_TLS_CA": "/ca", "CRM_HUB_GRPC_UPSTREAM_TLS_CERT": "/c"},
+            "CRM_HUB_GRPC_UPSTREAM_TLS_KEY",
+        ),
+        (
+            {"CRM_HUB_GRPC_UPSTREAM_TLS_CERT": "/c", "CRM_HUB_GRPC_UPSTREAM_TLS_KEY": "/k"},
+            "CRM_HUB_GRPC_UPSTREAM_TLS_CA",
+        ),
+    ],
+    ids=["client-cert-without-key", "client-cert-without-ca"],
+)
+def test_bad_upstream_tls_settings_name_the_variable(environ: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigurationError, match=names):
+        GatewaySettings.from_env(environ)
+
+
+def test_missing_upstream_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="CRM_HUB_GRPC_UPSTREAM_TLS_CA"):
+        render_config(GatewaySettings(upstream_tls_ca=tmp_path / "missing.pem"))
+
+
+def test_rendered_upstream_tls_config_passes_envoy_validation(envoy_binary: Path, tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    settings = GatewaySettings(
+        upstreams=(HostPort("127.0.0.1", 50051), HostPort("localhost", 50052)),
+        upstream_tls_ca=cert,
+        upstream_tls_cert=cert,
+        upstream_tls_key=key,
+    )
+    config = render_config(settings)
+    assert config.count("UpstreamTlsContext") == 3  # one per replica, and the cluster's default
+    assert '"alpn_protocols": ["h2"]' in config
+    assert "envoy.transport_sockets.raw_buffer" in config  # the listener stays plain HTTP
+    result = _validate(envoy_binary, config, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_plaintext_upstreams_have_no_tls_context() -> None:
+    config = render_config(GatewaySettings())
+    assert "UpstreamTlsContext" not in config
+    assert "transport_socket: null" in config
+
+
+def test_limits_are_rendered_into_the_envoy_configuration() -> None:
+    config = render_config(GatewaySettings())
+    assert REQUEST_TIMEOUT_SECONDS == 15.0
+    assert "request_timeout: 15.000s" in config
+    assert "request_headers_timeout: 10.000s" in config
+    assert f"max_request_headers_kb: {MAX_REQUEST_HEADERS_KB}" in config
+    assert f"max_request_bytes: {MAX_REQUEST_BODY_BYTES}" in config
+    assert f"per_connection_buffer_limit_bytes: {MAX_REQUEST_BODY_BYTES}" in config
+    assert f"max_response_headers_kb: {MAX_UPSTREAM_RESPONSE_HEADERS_KB}" in config
+    assert f'"max_url_bytes": {MAX_URL_BYTES}' in config
+    assert (MAX_REQUEST_BODY_BYTES, MAX_URL_BYTES, MAX_REQUEST_HEADERS_KB) == (1024 * 1024, 4096, 32)
+
+
+def test_lua_knows_every_rest_path_with_its_verbs() -> None:
+    files = load_descriptor_set()
+    routes = {"/" + "/".join(route["segments"]): route["methods"] for route in lua_routes(files)}  # type: ignore[arg-type]
+    served: dict[str, set[str]] = {}
+    for binding in http_bindings(files):
+        template = "/" + "/".join(path_template_segments(binding.path))
+        served.setdefault(template, set()).add(binding.verb)
+    assert {template: set(methods) for template, methods in routes.items()} == served
+    assert routes["/integrations/*/mapping"] == {
+        "GET": {"scalar_maps": {}},
+        "POST": {"scalar_maps": {"mapping": "a string"}},
+    }
+    assert routes["/leads"] == {"POST": {"scalar_maps": {"fields": "a string"}}}
+
+
+@pytest.mark.parametrize(
+    ("template", "segments"),
+    [
+        ("/leads", ["leads"]),
+        ("/leads/{lead_id}/timeline", ["leads", "*", "timeline"]),
+        ("/a/{x=*}/b", ["a", "*", "b"]),
+        ("/files/{path=**}", ["files", "**"]),
+    ],
+)
+def test_path_templates_become_segments_to_match(template: str, segments: list[str]) -> None:
+    assert path_template_segments(template) == segments
+
+
+@pytest.mark.parametrize("template", ["/a/{x=shelves/*}", "/a/b:publish", "/a/**/b", "leads"])
+def test_path_templates_the_lua_matcher_cannot_match_are_refused(template: str) -> None:
+    with pytest.raises(ValueError, match="unsupported path template"):
+        path_template_segments(template)

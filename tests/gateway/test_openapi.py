@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
 import pytest
-from google.api import annotations_pb2
+from google.api import annotations_pb2, field_behavior_pb2
 
+from crm_hub.core import fields, leads
+from crm_hub.core.sync import DUPLICATE_POLICIES
 from crm_hub.gateway.descriptors import load_descriptor_set
 from crm_hub.gateway.http_rules import http_bindings
 from crm_hub.gateway.openapi import OPENAPI_PATH, check
+from crm_hub.providers import PROVIDER_NAME_PATTERN
 from crm_hub.rpc.server import SERVICE_NAMES
 from crm_hub.v1 import fields_pb2, integrations_pb2, leads_pb2, status_pb2, sync_pb2
 from tests.gateway.conftest import headers
@@ -70,7 +74,10 @@ def test_every_path_variable_names_a_request_field() -> None:
 def test_sync_takes_dry_run_in_the_query_and_the_options_as_body(document: dict[str, Any]) -> None:
     sync = document["paths"]["/crm/sync/lead/{lead_id}"]["post"]
     parameters = {(p["name"], p["in"]): p["schema"] for p in sync["parameters"]}
-    assert parameters == {("lead_id", "path"): {"type": "string"}, ("dryRun", "query"): {"type": "boolean"}}
+    assert parameters == {
+        ("lead_id", "path"): {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        ("dryRun", "query"): {"type": "boolean"},
+    }
     assert sync["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SyncOptions"}
     options = document["components"]["schemas"]["SyncOptions"]["properties"]
     assert set(options) == {"provider", "duplicatePolicy", "force"}
@@ -125,3 +132,106 @@ async def test_every_documented_query_parameter_is_accepted_by_the_gateway(
             checked += 1
     # dryRun (one lead, a job), pageSize and pageToken (timeline, jobs, results), a results page's outcome.
     assert checked == 9
+
+
+# -- what the server refuses, the document refuses ---------------------------------------------------------------
+
+
+def _components(document: dict[str, Any]) -> dict[str, Any]:
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    return schemas
+
+
+def _body_schema(document: dict[str, Any], verb: str, path: str) -> dict[str, Any]:
+    schema: dict[str, Any] = document["paths"][path][verb]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = _components(document)[schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def test_an_empty_lead_is_schema_invalid(document: dict[str, Any]) -> None:
+    # POST /leads {} was schema-valid; the server refuses a lead without fields.
+    lead = _body_schema(document, "post", "/leads")
+    assert lead["required"] == ["fields"]
+    assert lead["properties"]["fields"]["minProperties"] == 1
+
+
+def test_a_sync_without_a_provider_is_schema_invalid(document: dict[str, Any]) -> None:
+    # {"provider": ""} was schema-valid; the server refuses it.
+    options = _body_schema(document, "post", "/crm/sync/lead/{lead_id}")
+    assert options["required"] == ["provider"]
+    provider = options["properties"]["provider"]
+    assert provider["minLength"] == 1
+    assert provider["pattern"] == PROVIDER_NAME_PATTERN.pattern
+    assert options["properties"]["duplicatePolicy"]["enum"] == list(DUPLICATE_POLICIES)
+
+
+def test_an_empty_body_key_is_schema_invalid(document: dict[str, Any]) -> None:
+    # {"fields": {"": "x"}} was schema-valid; lead field names match the core's pattern, which "" does not.
+    for path, field in (("/leads", "fields"), ("/integrations/{kind}/mapping", "mapping")):
+        pattern = _body_schema(document, "post", path)["properties"][field]["propertyNames"]["pattern"]
+        assert re.search(pattern, "") is None
+        assert re.search(pattern, "email") is not None
+        assert re.search(pattern, "1st") is None
+
+
+def test_required_fields_of_the_callback_and_mapping_are_required(document: dict[str, Any]) -> None:
+    callback = _body_schema(document, "post", "/integrations/{kind}/callback")
+    assert callback["required"] == ["code", "state"]
+    assert callback["properties"]["code"]["minLength"] == callback["properties"]["state"]["minLength"] == 1
+    mapping = _body_schema(document, "post", "/integrations/{kind}/mapping")
+    assert mapping["required"] == ["mapping"]
+    assert mapping["properties"]["mapping"]["minProperties"] == 1
+
+
+def test_limits_are_the_cores(document: dict[str, Any]) -> None:
+    lead = _body_schema(document, "post", "/leads")["properties"]
+    assert lead["fields"]["maxProperties"] == leads.MAX_FIELDS
+    assert lead["fields"]["propertyNames"]["pattern"] == leads.LEAD_FIELD_NAME.pattern
+    assert lead["fields"]["additionalProperties"]["maxLength"] == leads.MAX_VALUE_LENGTH
+    assert lead["externalId"]["maxLength"] == leads.MAX_EXTERNAL_ID_LENGTH
+    mapping = _body_schema(document, "post", "/integrations/{kind}/mapping")["properties"]["mapping"]
+    assert mapping["maxProperties"] == fields.MAX_MAPPING_ENTRIES
+    assert mapping["propertyNames"]["pattern"] == leads.LEAD_FIELD_NAME.pattern
+    timeline = document["paths"]["/leads/{lead_id}/timeline"]["get"]["parameters"]
+    page_size = next(p for p in timeline if p["name"] == "pageSize")["schema"]
+    assert (page_size["minimum"], page_size["maximum"]) == (0, leads.MAX_PAGE_SIZE)
+
+
+def test_path_parameters_carry_the_id_and_provider_formats(document: dict[str, Any]) -> None:
+    for operation in _operations(document).values():
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path":
+                expected = {
+                    "lead_id": leads.RECORD_ID.pattern,
+                    "job_id": leads.RECORD_ID.pattern,
+                    "kind": PROVIDER_NAME_PATTERN.pattern,
+                }
+                assert parameter["schema"]["pattern"] == expected[parameter["name"]]
+
+
+def test_operations_with_a_body_document_413_and_415(document: dict[str, Any]) -> None:
+    for (verb, path), operation in _operations(document).items():
+        has_body = "requestBody" in operation
+        assert ({"413", "415"} <= set(operation["responses"])) is has_body, (verb, path)
+    reasons = document["components"]["schemas"]["Error"]["properties"]["reason"]["description"]
+    for reason in ("METHOD_NOT_ALLOWED", "REQUEST_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "REQUEST_TIMEOUT"):
+        assert reason in reasons
+
+
+def test_required_fields_are_marked_in_the_protos() -> None:
+    # The source of `required`: google.api.field_behavior, visible to gRPC clients too.
+    required = {
+        f"{message.DESCRIPTOR.full_name}.{field.name}"
+        for module in _MODULES
+        for message in (getattr(module, name) for name in module.DESCRIPTOR.message_types_by_name)
+        for field in message.DESCRIPTOR.fields
+        if field_behavior_pb2.REQUIRED in field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    }
+    assert {
+        "crm_hub.v1.CreateLeadRequest.fields",
+        "crm_hub.v1.SaveMappingRequest.mapping",
+        "crm_hub.v1.CompleteOAuthRequest.code",
+        "crm_hub.v1.CompleteOAuthRequest.state",
+        "crm_hub.v1.SyncOptions.provider",
+    } <= required

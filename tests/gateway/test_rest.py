@@ -7,21 +7,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.gateway.conftest import headers
+from tests.gateway.conftest import connect_memorycrm, headers
 from tests.support.memory_crm import MemoryCrm
-
-
-async def _connect_memorycrm(http: httpx.AsyncClient, team: str) -> None:
-    """The OAuth flow of the spec: start, then the callback with the code the CRM redirected back with."""
-    started = await http.get("/integrations/memorycrm/start", headers=headers(team))
-    assert started.status_code == 200, started.text
-    callback = await http.post(
-        "/integrations/memorycrm/callback",
-        json={"code": "good-code", "state": started.json()["state"]},
-        headers=headers(team),
-    )
-    assert callback.status_code == 200, callback.text
-    assert callback.json()["success"] is True
 
 
 async def test_status_lists_memorycrm_as_not_connected(http: httpx.AsyncClient, team_id: str) -> None:
@@ -74,7 +61,7 @@ async def test_start_returns_the_consent_url_and_state(http: httpx.AsyncClient, 
 
 
 async def test_connected_crm_lists_fields_and_keeps_the_mapping(http: httpx.AsyncClient, team_id: str) -> None:
-    await _connect_memorycrm(http, team_id)
+    await connect_memorycrm(http, team_id)
     fields = await http.get("/integrations/memorycrm/fields", headers=headers(team_id, "member"))
     assert fields.status_code == 200, fields.text
     email = next(field for field in fields.json()["fields"] if field["name"] == "email")
@@ -96,7 +83,7 @@ async def test_connected_crm_lists_fields_and_keeps_the_mapping(http: httpx.Asyn
 async def test_dry_run_query_parameter_reaches_the_rpc(
     http: httpx.AsyncClient, team_id: str, shared_crm: MemoryCrm
 ) -> None:
-    await _connect_memorycrm(http, team_id)
+    await connect_memorycrm(http, team_id)
     mapped = await http.post(
         "/integrations/memorycrm/mapping", json={"mapping": {"email": "email"}}, headers=headers(team_id)
     )
@@ -195,7 +182,7 @@ async def test_invalid_lead_error_keeps_the_field_violations(http: httpx.AsyncCl
     ("method", "path", "content", "status", "reason"),
     [
         ("GET", "/no/such/path", None, 404, "NOT_FOUND"),
-        ("PUT", "/integrations/status", None, 404, "NOT_FOUND"),
+        ("PUT", "/integrations/status", None, 405, "METHOD_NOT_ALLOWED"),
         ("POST", "/leads", b'{"fields": {"email": "a@example.com"', 400, "INVALID_JSON"),
         ("POST", "/leads", b"not json at all", 400, "INVALID_JSON"),
         ("POST", "/leads", b'{"fields": 5}', 400, "INVALID_ARGUMENT"),
@@ -243,7 +230,7 @@ async def test_gateway_refusals_are_json_with_success_false_and_a_reason(
     assert error["success"] is False
     assert error["reason"] == reason
     assert error["message"]
-    assert error["code"] == {400: 3, 404: 5}[status]
+    assert error["code"] == {400: 3, 404: 5, 405: 12}[status]
     assert error["details"] == [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "crm_hub", "metadata": {}}
     ]

@@ -36,7 +36,7 @@ __all__ = ["STATE_LIFETIME", "ConnectionService", "OAuthStart"]
 logger = logging.getLogger(__name__)
 
 STATE_LIFETIME = timedelta(minutes=10)
-_MAX_CODE_LENGTH = 4096
+MAX_OAUTH_CODE_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class ConnectionService:
         """Exchange the code for tokens, store them encrypted and mark the integration CONNECTED."""
         provider = _configured(self._plugins.providers().get(kind))
         violations = []
-        if not code.strip() or len(code) > _MAX_CODE_LENGTH:
+        if not code.strip() or len(code) > MAX_OAUTH_CODE_LENGTH:
             violations.append(FieldViolation("code", "the authorization code from the CRM's redirect is required"))
         if not state.strip():
             violations.append(FieldViolation("state", "the state returned by /integrations/{kind}/start is required"))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 
 from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CredentialStore
+from crm_hub.core.leads import LEAD_FIELD_NAME
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import FailedPrecondition, FieldViolation, MappingInvalid
 from crm_hub.plugins import PluginHost
@@ -19,7 +19,6 @@ __all__ = ["FIELDS_CACHE_SECONDS", "FieldCatalog", "validate_mapping"]
 #: How long a team's field list is reused before the CRM is asked again.
 FIELDS_CACHE_SECONDS = 300.0
 MAX_MAPPING_ENTRIES = 200
-_LEAD_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 #: Lead fields with a known meaning, and the CRM field types that can hold them.
 _KNOWN_LEAD_FIELDS: dict[str, frozenset[FieldType]] = {
@@ -103,7 +102,7 @@ def validate_mapping(mapping: Mapping[str, str], fields: list[CrmField], *, prov
     fed_by: dict[str, str] = {}
     for lead_field, target in sorted(mapping.items()):
         where = f"mapping[{lead_field[:64]}]"
-        if not _LEAD_FIELD.match(lead_field):
+        if not LEAD_FIELD_NAME.fullmatch(lead_field):
             violations.append(FieldViolation(where, "lead field names use letters, digits, _ . - (at most 64)"))
             continue
         field = by_name.get(target)

@@ -15,7 +15,16 @@ from crm_hub.storage import Database, Lead, LeadRepository, TeamRepository, Time
 from crm_hub.storage.models import LeadSyncState
 from crm_hub.storage.sync import SyncStateRepository
 
-__all__ = ["LeadRecord", "LeadService", "LeadSyncView", "TimelineEntry", "TimelinePage", "check_lead_id"]
+__all__ = [
+    "LEAD_FIELD_NAME",
+    "RECORD_ID",
+    "LeadRecord",
+    "LeadService",
+    "LeadSyncView",
+    "TimelineEntry",
+    "TimelinePage",
+    "check_lead_id",
+]
 
 MAX_FIELDS = 100
 MAX_VALUE_LENGTH = 10_000
@@ -24,8 +33,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 #: Longest lead id looked up at all: longer is the caller's mistake (INVALID_ARGUMENT), not an unknown lead.
 MAX_LEAD_ID_LENGTH = 128
-_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-_LEAD_ID = re.compile(r"^[0-9a-f]{32}$")
+#: A lead field name (also a mapping's key): what the lead intake and the mapping accept.
+LEAD_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+#: The ids crm_hub gives leads and sync jobs: 32 hexadecimal characters (a uuid4).
+RECORD_ID = re.compile(r"^[0-9a-f]{32}$")
 #: C0 control characters but tab, newline and carriage return: no lead value legitimately holds them, and NUL
 #: is cut short or refused by the CRMs and by PostgreSQL.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -155,7 +166,7 @@ def _validate_lead(fields: Mapping[str, str], external_id: str) -> None:
     if len(fields) > MAX_FIELDS:
         violations.append(FieldViolation("fields", f"at most {MAX_FIELDS} fields per lead"))
     for name, value in fields.items():
-        if not _FIELD_NAME.match(name):
+        if not LEAD_FIELD_NAME.fullmatch(name):
             violations.append(
                 FieldViolation(
                     f"fields[{name[:64]}]",
@@ -193,7 +204,7 @@ def check_lead_id(lead_id: str) -> None:
             field_violations=[FieldViolation("lead_id", f"at most {MAX_LEAD_ID_LENGTH} characters")],
         )
     # A malformed id is indistinguishable from a missing one: no hint about id formats or other teams.
-    if not _LEAD_ID.match(lead_id):
+    if not RECORD_ID.fullmatch(lead_id):
         raise NotFound(f"Lead {lead_id[:64]!r} not found.", reason="LEAD_NOT_FOUND")
 
 

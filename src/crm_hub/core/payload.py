@@ -26,7 +26,7 @@ def coerce_value(value: str, field: CrmField) -> Any:
     """The lead's string value in the CRM field's type; ValueError with a human reason if it can't be."""
     text = value.strip()
     if field.type == "number":
-        if not _NUMBER.match(text):
+        if not _NUMBER.fullmatch(text):
             raise ValueError(f"{text[:40]!r} is not a number")
         number = float(text)
         if not math.isfinite(number):
@@ -50,7 +50,7 @@ def coerce_value(value: str, field: CrmField) -> Any:
                 return option.value
         allowed = ", ".join(option.value for option in field.options[:10])
         raise ValueError(f"{text[:40]!r} is not one of the options ({allowed})")
-    if field.type == "email" and not _EMAIL.match(text):
+    if field.type == "email" and not _EMAIL.fullmatch(text):
         raise ValueError(f"{text[:80]!r} is not an email address")
     return text
 

@@ -1,8 +1,11 @@
 """The REST gateway: Envoy transcoding the documented REST paths onto crm_hub's gRPC services.
 
 - ``config``: GatewaySettings (CRM_HUB_HTTP_ADDRESS, CRM_HUB_TLS_CERT/KEY, CRM_HUB_GRPC_UPSTREAMS,
-  CRM_HUB_ENVOY_ADMIN_PORT) and the Envoy configuration rendered from ``envoy.yaml.tmpl``.
-- ``error_body.lua``: gives every REST error one JSON shape, ``{success: false, code, message, reason, details}``.
+  CRM_HUB_GRPC_UPSTREAM_TLS_CA/CERT/KEY, CRM_HUB_ENVOY_ADMIN_PORT), the request limits, and the Envoy
+  configuration rendered from ``envoy.yaml.tmpl``.
+- ``error_body.lua``: drops headers gRPC cannot carry, refuses REST requests the replicas must not see (405,
+  413, 414, 415, ...), and gives every REST error one JSON shape, ``{success: false, code, message, reason,
+  details}``.
 - ``descriptors``: the committed descriptor set Envoy transcodes with (``crm_hub.binpb``).
 - ``openapi``: gateway/openapi.json, generated from the same descriptors.
 - ``process``: EnvoyGateway (start, ready, stop) and ``run_up`` (gRPC server + Envoy: ``crm-hub up``).

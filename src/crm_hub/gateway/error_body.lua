@@ -13,6 +13,11 @@
 --   * anything else >= 400 that is not JSON: wrapped as the message.
 -- Native gRPC responses (application/grpc) and successes are never touched; nor are grpc-status headers.
 --
+-- On the way in (envoy_on_request), every request loses the headers gRPC cannot carry, and REST requests
+-- are checked against what the route metadata (rendered from the HTTP rules by config.py) says the API
+-- serves: URL length and encoding, the verbs of each path, query parameters, the body's type and size, and
+-- JSON objects where the transcoder would produce a corrupt message instead of refusing them.
+--
 -- Envoy's Lua (LuaJIT, 5.1) has no JSON library: the small parser below finds value boundaries and decodes
 -- strings; values that are not rewritten are copied through byte for byte.
 
@@ -28,8 +33,8 @@ local GRPC_CODE_NAMES = {
 
 -- HTTP status of an Envoy reply -> gRPC code (the inverse of the transcoder's mapping where it has one).
 local GRPC_CODE_FOR_STATUS = {
-  [400] = 3, [401] = 16, [403] = 7, [404] = 5, [405] = 12, [408] = 4, [409] = 10, [413] = 8, [429] = 8,
-  [499] = 1, [500] = 13, [501] = 12, [502] = 14, [503] = 14, [504] = 4,
+  [400] = 3, [401] = 16, [403] = 7, [404] = 5, [405] = 12, [408] = 4, [409] = 10, [413] = 8, [414] = 8,
+  [415] = 3, [429] = 8, [431] = 8, [499] = 1, [500] = 13, [501] = 12, [502] = 14, [503] = 14, [504] = 4,
 }
 
 -- A reason header a filter may set on its own local reply; read and removed here.
@@ -223,9 +228,14 @@ local function local_reply_reason(status, envoy_details, message)
     return "INVALID_ARGUMENT"
   end
   if status == 404 then return "NOT_FOUND" end
-  if status == 413 then return "PAYLOAD_TOO_LARGE" end
+  if status == 405 then return "METHOD_NOT_ALLOWED" end
+  if status == 408 then return "REQUEST_TIMEOUT" end
+  if status == 413 then return "REQUEST_TOO_LARGE" end
+  if status == 414 then return "URI_TOO_LONG" end
+  if status == 415 then return "UNSUPPORTED_MEDIA_TYPE" end
+  if status == 431 then return "HEADERS_TOO_LARGE" end
   if status == 502 or status == 503 then return "UNAVAILABLE" end
-  if status == 408 or status == 504 then return "DEADLINE_EXCEEDED" end
+  if status == 504 then return "DEADLINE_EXCEEDED" end
   return GRPC_CODE_NAMES[grpc_code_for_status(status)]
 end
 
@@ -288,32 +298,217 @@ local function is_grpc(content_type)
   return content_type ~= nil and content_type:find("^application/grpc") ~= nil
 end
 
-local function url_decode(s)
-  s = s:gsub("%+", " ")
+local function percent_decode(s)
   return (s:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
 end
 
--- The transcoder lets a query parameter override a path variable (/leads/a?leadId=b reads lead b). Refuse
--- query parameters named like any path variable; the route's Lua metadata lists them.
-function envoy_on_request(request_handle)
-  local headers = request_handle:headers()
-  if is_grpc(headers:get("content-type")) then return end
-  local query = (headers:get(":path") or ""):match("%?(.*)$")
-  if query == nil or query == "" then return end
-  local path_variables = request_handle:metadata():get("path_variables")
-  if path_variables == nil then return end
-  local forbidden = {}
-  for _, name in pairs(path_variables) do forbidden[name] = true end
-  for pair in query:gmatch("[^&]+") do
-    local name = url_decode(pair:match("^[^=]*"))
-    if forbidden[name] then
-      request_handle:respond(
-        { [":status"] = "400", [REASON_HEADER] = "PATH_VARIABLE_IN_QUERY" },
-        "Query parameter '" .. name .. "' names a path variable; give it in the path only."
-      )
-      return
+local function url_decode(s)
+  return percent_decode((s:gsub("%+", " ")))
+end
+
+-- Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
+local function is_utf8(s)
+  if not s:find("[\128-\255]") then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local length, low, high = 1, 0x80, 0xBF
+    if c < 0x80 then
+      length = 1
+    elseif c >= 0xC2 and c <= 0xDF then
+      length = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      length = 3
+      if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      length = 4
+      if c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
+    else
+      return false
+    end
+    if i + length - 1 > n then return false end
+    for k = 1, length - 1 do
+      local continuation = s:byte(i + k)
+      local min, max = 0x80, 0xBF
+      if k == 1 then min, max = low, high end
+      if continuation < min or continuation > max then return false end
+    end
+    i = i + length
+  end
+  return true
+end
+
+-- A gRPC metadata key is [0-9a-z_.-]; HTTP allows more (| ' ^ * & ~ ! # $ % + `), and gRPC refuses the
+-- whole call over such a header ("Illegal header key"). They mean nothing to crm_hub: dropped, not refused.
+-- REST requests also lose grpc-* (the transcoder speaks gRPC for them; a malformed grpc-timeout fails the
+-- call) and *-bin headers (binary gRPC metadata, which must be base64: an HTTP client cannot mean it).
+local function drop_headers_grpc_cannot_carry(headers, grpc)
+  local dropped = {}
+  for name, _ in pairs(headers) do
+    if name:sub(1, 1) ~= ":" then
+      local key = name:lower()
+      if not key:find("^[0-9a-z_.%-]+$")
+        or (not grpc and (key:find("^grpc%-") or key:find("%-bin$"))) then
+        dropped[#dropped + 1] = name
+      end
     end
   end
+  for _, name in ipairs(dropped) do headers:remove(name) end
+end
+
+-- "/integrations/x/start/" -> {"integrations", "x", "start"}: trailing slashes dropped and inner empty
+-- segments kept, as the transcoder matches them.
+local function path_segments(path)
+  local segments = {}
+  local trimmed = path:gsub("/+$", "")
+  for segment in (trimmed:sub(2) .. "/"):gmatch("([^/]*)/") do segments[#segments + 1] = segment end
+  if trimmed == "" then segments = {} end
+  return segments
+end
+
+local function template_matches(template, segments)
+  for i, part in ipairs(template) do
+    if part == "**" then return true end
+    local segment = segments[i]
+    if segment == nil or (part ~= "*" and part ~= segment) then return false end
+  end
+  return #segments == #template
+end
+
+-- The verbs the REST paths matching `segments` serve (a set) and the matching route's entry for `method`.
+local function route_for(routes, segments, method)
+  local verbs, found = {}, nil
+  for _, route in ipairs(routes) do
+    if template_matches(route.segments, segments) then
+      for verb, spec in pairs(route.methods) do
+        verbs[verb] = true
+        if verb == method and found == nil then found = spec end
+      end
+    end
+  end
+  return verbs, found
+end
+
+local function refuse(handle, status, reason, message, extra_headers)
+  local headers = { [":status"] = tostring(status), [REASON_HEADER] = reason }
+  for name, value in pairs(extra_headers or {}) do headers[name] = value end
+  handle:respond(headers, message)
+end
+
+-- application/json, with or without parameters; a charset, if given, must be UTF-8 (RFC 8259).
+local function is_json(content_type)
+  local media_type, parameters = content_type:lower():match("^%s*([^;%s]+)%s*(.*)$")
+  if media_type ~= "application/json" then return false end
+  local charset = parameters:match("charset%s*=%s*\"?([%w_%-]+)")
+  return charset == nil or charset == "utf-8" or charset == "utf8"
+end
+
+-- The body, if the request has one (read whole: the buffer limit is the body limit), else nil.
+local function request_body(handle, headers)
+  local length = headers:get("content-length")
+  if length == "0" then return nil end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then return nil end
+  return body
+end
+
+-- A JSON object as the value of a map<string, scalar> field: the transcoder would send a corrupt message
+-- instead of refusing it (other wrong types it refuses itself). Returns the refusal message, or nil.
+local function misplaced_object(text, scalar_maps)
+  local body = parse(text)
+  if body == nil or body.kind ~= "object" then return nil end  -- the transcoder explains that
+  local function check_map(name, node)
+    if node.kind ~= "object" then return nil end
+    for _, entry in ipairs(node.entries) do
+      if entry.node.kind == "object" then
+        local where = name == "" and entry.key or (name .. "[" .. entry.key .. "]")
+        return where .. ": invalid value, expected " .. scalar_maps[name] .. ", not an object."
+      end
+    end
+    return nil
+  end
+  if scalar_maps[""] ~= nil then return check_map("", body) end
+  for _, entry in ipairs(body.entries) do
+    if scalar_maps[entry.key] ~= nil then
+      local problem = check_map(entry.key, entry.node)
+      if problem ~= nil then return problem end
+    end
+  end
+  return nil
+end
+
+local function sorted_keys(set)
+  local keys = {}
+  for key, _ in pairs(set) do keys[#keys + 1] = key end
+  table.sort(keys)
+  return keys
+end
+
+-- REST requests only: everything a request can be refused for before the transcoder sees it, cheapest first.
+local function check_rest_request(handle, headers, metadata)
+  local path = headers:get(":path") or ""
+  local max_url_bytes = metadata:get("max_url_bytes")
+  if max_url_bytes ~= nil and #path > max_url_bytes then
+    return refuse(handle, 414, "URI_TOO_LONG", "The URL is longer than " .. max_url_bytes .. " bytes.")
+  end
+  local route_path, query = path:match("^([^?]*)%??(.*)$")
+  if not is_utf8(percent_decode(route_path)) or not is_utf8(percent_decode(query)) then
+    return refuse(handle, 400, "INVALID_UTF8", "The URL's path and query must be UTF-8 once percent-decoded.")
+  end
+
+  -- The transcoder lets a query parameter override a path variable (/leads/a?leadId=b reads lead b).
+  local path_variables = metadata:get("path_variables")
+  if query ~= "" and path_variables ~= nil then
+    local forbidden = {}
+    for _, name in pairs(path_variables) do forbidden[name] = true end
+    for pair in query:gmatch("[^&]+") do
+      local name = url_decode(pair:match("^[^=]*"))
+      if forbidden[name] then
+        return refuse(handle, 400, "PATH_VARIABLE_IN_QUERY",
+          "Query parameter '" .. name .. "' names a path variable; give it in the path only.")
+      end
+    end
+  end
+
+  local routes = metadata:get("routes")
+  if routes == nil then return end
+  local method = headers:get(":method") or ""
+  local verbs, route = route_for(routes, path_segments(route_path), method)
+  if route == nil then
+    if next(verbs) == nil then return end  -- no such path: the transcoder answers 404
+    local allow = table.concat(sorted_keys(verbs), ", ")
+    return refuse(handle, 405, "METHOD_NOT_ALLOWED",
+      "Method " .. method .. " is not allowed on " .. route_path:sub(1, 200) .. "; it serves " .. allow .. ".",
+      { allow = allow })
+  end
+
+  local max_body_bytes = metadata:get("max_body_bytes")
+  local declared = tonumber(headers:get("content-length") or "")
+  if max_body_bytes ~= nil and declared ~= nil and declared > max_body_bytes then
+    return refuse(handle, 413, "REQUEST_TOO_LARGE", "The request body is larger than " .. max_body_bytes .. " bytes.")
+  end
+  local content_type = headers:get("content-type")
+  local json = content_type ~= nil and is_json(content_type)
+  local scalar_maps = route.scalar_maps
+  if json and (scalar_maps == nil or next(scalar_maps) == nil) then return end
+  -- Read the body only when it matters: a body of another type, or JSON whose map values need a look.
+  local body = request_body(handle, headers)
+  if body == nil then return end
+  if not json then
+    local given = content_type and ("not " .. content_type:sub(1, 100)) or "and none was given"
+    return refuse(handle, 415, "UNSUPPORTED_MEDIA_TYPE",
+      "A request body must be JSON with Content-Type: application/json, " .. given .. ".")
+  end
+  local problem = misplaced_object(body:getBytes(0, body:length()), scalar_maps)
+  if problem ~= nil then return refuse(handle, 400, "INVALID_ARGUMENT", problem) end
+end
+
+function envoy_on_request(request_handle)
+  local headers = request_handle:headers()
+  local grpc = is_grpc(headers:get("content-type"))
+  drop_headers_grpc_cannot_carry(headers, grpc)
+  if grpc then return end
+  check_rest_request(request_handle, headers, request_handle:metadata())
 end
 
 function envoy_on_response(response_handle)
@@ -322,7 +517,8 @@ function envoy_on_response(response_handle)
   if status == nil or status < 400 or is_grpc(headers:get("content-type")) then return end
   local reason_header = headers:get(REASON_HEADER)
   headers:remove(REASON_HEADER)
-  local body = response_handle:body()  -- buffers the whole (small) error body
+  -- Buffers the whole error body: small, or at most what a replica's trailers held (the cluster's limit).
+  local body = response_handle:body()
   if body == nil then return end
   local rewritten = rewrite(status, body:getBytes(0, body:length()), reason_header)
   body:setBytes(rewritten)

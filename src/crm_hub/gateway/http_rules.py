@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2
 
-__all__ = ["HttpBinding", "http_bindings", "path_template_variables", "service_names"]
+__all__ = ["HttpBinding", "http_bindings", "path_template_segments", "path_template_variables", "service_names"]
 
 API_PACKAGE = "crm_hub.v1"
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
+_SEGMENT_VARIABLE = re.compile(r"^\{[^}=]+(?:=([^}]*))?\}$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,31 @@ class HttpBinding:
 def path_template_variables(path: str) -> list[str]:
     """Field paths bound by a path template: ``/a/{kind}/b/{x.y=*}`` → ``["kind", "x.y"]``."""
     return _VARIABLE.findall(path)
+
+
+def path_template_segments(path: str) -> list[str]:
+    """A path template as segments to match a request path against, the way the transcoder does.
+
+    A literal segment stays itself; ``{var}``, ``{var=*}`` and ``*`` become ``"*"`` (any one segment);
+    ``{var=**}`` and ``**`` become ``"**"`` (the rest of the path, last only):
+    ``/leads/{lead_id}/timeline`` → ``["leads", "*", "timeline"]``. ValueError for what the gateway's
+    matcher does not know (multi-segment variables such as ``{name=shelves/*}``, custom verbs).
+    """
+    if not path.startswith("/") or ":" in path.rsplit("/", 1)[-1].split("}")[-1]:
+        raise ValueError(f"unsupported path template {path!r}: it must start with / and have no custom verb")
+    segments = []
+    for part in path[1:].split("/"):
+        variable = _SEGMENT_VARIABLE.match(part)
+        pattern = (variable.group(1) or "*") if variable else part
+        if pattern in ("*", "**"):
+            segments.append(pattern)
+        elif variable or "{" in part or "*" in part:
+            raise ValueError(f"unsupported path template {path!r}: segment {part!r}")
+        else:
+            segments.append(part)
+    if "**" in segments[:-1]:
+        raise ValueError(f"unsupported path template {path!r}: ** must be the last segment")
+    return segments
 
 
 def _http_rule(method: descriptor_pb2.MethodDescriptorProto) -> tuple[str, str, str] | None:

@@ -8,6 +8,11 @@ path variables; the remaining scalar request fields as query parameters (camelCa
 them) whenever the body is not "*"; the request body from the rule's ``body``; responses with proto3 JSON
 names (int64 as strings, Timestamps as RFC 3339 strings); every error as the gateway's error body; bearer
 JWT security. Descriptions come from the .proto comments.
+
+What the server refuses, the document refuses too, so a generated client does not send it: fields marked
+``(google.api.field_behavior) = REQUIRED`` in proto/ are ``required`` (and non-empty: ``minLength: 1`` for
+strings, ``minProperties: 1`` for maps); the other limits of the core (field-name patterns, sizes, the
+duplicate policies, the lead id format) are in ``_CONSTRAINTS``, read from where the core defines them.
 """
 
 from __future__ import annotations
@@ -20,8 +25,23 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
+from crm_hub.core.connections import MAX_OAUTH_CODE_LENGTH
+from crm_hub.core.fields import MAX_MAPPING_ENTRIES
+from crm_hub.core.leads import (
+    LEAD_FIELD_NAME,
+    MAX_EXTERNAL_ID_LENGTH,
+    MAX_FIELDS,
+    MAX_PAGE_SIZE,
+    MAX_VALUE_LENGTH,
+    RECORD_ID,
+)
+from crm_hub.core.sync import DUPLICATE_POLICIES, SyncAction
+from crm_hub.core.sync.jobs import MAX_LEAD_IDS, MAX_RESULTS_PAGE, SELECTIONS
+from crm_hub.core.sync.jobs import MAX_PAGE_SIZE as MAX_JOBS_PAGE
+from crm_hub.gateway.config import MAX_REQUEST_BODY_BYTES
 from crm_hub.gateway.descriptors import build_descriptor_set
 from crm_hub.gateway.http_rules import API_PACKAGE, HttpBinding, http_bindings
+from crm_hub.providers import PROVIDER_NAME_PATTERN
 
 __all__ = ["OPENAPI_PATH", "build_openapi", "check", "generate", "render_openapi"]
 
@@ -71,6 +91,78 @@ _WELL_KNOWN: dict[str, Schema] = {
     "google.protobuf.DoubleValue": {"type": ["number", "null"], "format": "double"},
 }
 
+# The core's limits, by request field ("package.Message.field"). A map's keywords apply to the object, with
+# its values' under additionalProperties. Each is read from where the core defines it, so the document cannot
+# drift from the code.
+_PROVIDER_NAME = {"pattern": PROVIDER_NAME_PATTERN.pattern}
+_ID = {"pattern": RECORD_ID.pattern}
+_CONSTRAINTS: dict[str, Schema] = {
+    f"{API_PACKAGE}.CreateLeadRequest.fields": {
+        "maxProperties": MAX_FIELDS,
+        "propertyNames": {"pattern": LEAD_FIELD_NAME.pattern},
+        "additionalProperties": {"maxLength": MAX_VALUE_LENGTH},
+    },
+    f"{API_PACKAGE}.CreateLeadRequest.external_id": {"maxLength": MAX_EXTERNAL_ID_LENGTH},
+    f"{API_PACKAGE}.GetLeadRequest.lead_id": _ID,
+    f"{API_PACKAGE}.ListTimelineEventsRequest.lead_id": _ID,
+    f"{API_PACKAGE}.ListTimelineEventsRequest.page_size": {"minimum": 0, "maximum": MAX_PAGE_SIZE},
+    f"{API_PACKAGE}.SyncLeadRequest.lead_id": _ID,
+    f"{API_PACKAGE}.SyncOptions.provider": _PROVIDER_NAME,
+    f"{API_PACKAGE}.SyncOptions.duplicate_policy": {"enum": list(DUPLICATE_POLICIES)},
+    f"{API_PACKAGE}.SyncLeadsOptions.provider": _PROVIDER_NAME,
+    f"{API_PACKAGE}.SyncLeadsOptions.duplicate_policy": {"enum": list(DUPLICATE_POLICIES)},
+    f"{API_PACKAGE}.SyncLeadsOptions.selection": {"enum": list(SELECTIONS)},
+    f"{API_PACKAGE}.SyncLeadsOptions.lead_ids": {"maxItems": MAX_LEAD_IDS, "items": _ID},
+    f"{API_PACKAGE}.ListSyncJobsRequest.page_size": {"minimum": 0, "maximum": MAX_JOBS_PAGE},
+    f"{API_PACKAGE}.ListSyncJobResultsRequest.page_size": {"minimum": 0, "maximum": MAX_RESULTS_PAGE},
+    f"{API_PACKAGE}.ListSyncJobResultsRequest.outcome": {"enum": ["pending", *(action.value for action in SyncAction)]},
+    **{
+        f"{API_PACKAGE}.{message}.job_id": _ID
+        for message in (
+            "GetSyncJobRequest",
+            "CancelSyncJobRequest",
+            "ListSyncJobResultsRequest",
+            "WatchSyncJobRequest",
+        )
+    },
+    f"{API_PACKAGE}.SaveMappingRequest.mapping": {
+        "maxProperties": MAX_MAPPING_ENTRIES,
+        "propertyNames": {"pattern": LEAD_FIELD_NAME.pattern},
+        "additionalProperties": {"minLength": 1},
+    },
+    f"{API_PACKAGE}.CompleteOAuthRequest.code": {"maxLength": MAX_OAUTH_CODE_LENGTH},
+    **{
+        f"{API_PACKAGE}.{message}.kind": _PROVIDER_NAME
+        for message in (
+            "ListFieldsRequest",
+            "SaveMappingRequest",
+            "GetMappingRequest",
+            "StartOAuthRequest",
+            "CompleteOAuthRequest",
+            "DisconnectRequest",
+        )
+    },
+}
+
+#: The gateway's own refusals (gateway/README.md has the table).
+GATEWAY_REASONS = (
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "INVALID_JSON",
+    "INVALID_ARGUMENT",
+    "INVALID_UTF8",
+    "UNKNOWN_QUERY_PARAMETER",
+    "BODY_FIELD_COLLISION",
+    "PATH_VARIABLE_IN_QUERY",
+    "REQUEST_TIMEOUT",
+    "REQUEST_TOO_LARGE",
+    "URI_TOO_LONG",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "HEADERS_TOO_LARGE",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+)
+
 _ERROR_SCHEMA: Schema = {
     "type": "object",
     "description": (
@@ -87,8 +179,7 @@ _ERROR_SCHEMA: Schema = {
             "description": (
                 "Machine-readable reason: the google.rpc.ErrorInfo reason of a crm_hub error (e.g. TOKEN_MISSING, "
                 "PERMISSION_DENIED, PROVIDER_NOT_FOUND, PROVIDER_NOT_CONNECTED), or the gateway's own "
-                "(NOT_FOUND, INVALID_JSON, INVALID_ARGUMENT, UNKNOWN_QUERY_PARAMETER, BODY_FIELD_COLLISION, "
-                "PATH_VARIABLE_IN_QUERY, UNAVAILABLE, DEADLINE_EXCEEDED)."
+                f"({', '.join(GATEWAY_REASONS)})."
             ),
         },
         "details": {
@@ -104,8 +195,35 @@ _ERROR_RESPONSES: dict[str, str] = {
     "401": "No valid bearer token (TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED).",
     "403": "The caller's role may not do this (PERMISSION_DENIED).",
     "404": "No such resource, provider or path.",
-    "default": "Any other error, e.g. 409 conflict, 429 rate limited, 503 unavailable.",
+    "default": (
+        "Any other error, e.g. 409 conflict, 429 rate limited, 503 unavailable; from the gateway 405 "
+        "METHOD_NOT_ALLOWED, 408 REQUEST_TIMEOUT, 414 URI_TOO_LONG, 431 HEADERS_TOO_LARGE."
+    ),
 }
+#: Only operations that take a body can be refused for it.
+_BODY_ERROR_RESPONSES: dict[str, str] = {
+    "413": f"The body is larger than {MAX_REQUEST_BODY_BYTES} bytes (REQUEST_TOO_LARGE).",
+    "415": "The body is not Content-Type: application/json (UNSUPPORTED_MEDIA_TYPE).",
+}
+
+
+def _is_required(field: descriptor_pb2.FieldDescriptorProto) -> bool:
+    """``[(google.api.field_behavior) = REQUIRED]``."""
+    from google.api import field_behavior_pb2
+
+    # Re-parse so the extension is read even if the set was parsed before it was registered.
+    options = descriptor_pb2.FieldOptions.FromString(field.options.SerializeToString())
+    return field_behavior_pb2.REQUIRED in options.Extensions[field_behavior_pb2.field_behavior]
+
+
+def _merge(schema: Schema, extra: Schema) -> Schema:
+    merged = dict(schema)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class _Messages:
@@ -115,6 +233,7 @@ class _Messages:
         self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
         self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
         self.comments: dict[str, str] = {}  # "pkg.Message" or "pkg.Message.field" -> comment
+        self.required: set[str] = set()  # "pkg.Message.field" marked REQUIRED
         for file in files.file:
             comments = {tuple(loc.path): loc.leading_comments.strip() for loc in file.source_code_info.location}
             # FileDescriptorProto: message_type = 4, enum_type = 5; DescriptorProto: field = 2, nested = 3, enum = 4
@@ -137,6 +256,8 @@ class _Messages:
         for index, field in enumerate(message.field):
             if comment := comments.get((*path, 2, index)):
                 self.comments[f"{name}.{field.name}"] = comment
+            if _is_required(field):
+                self.required.add(f"{name}.{field.name}")
         for index, nested in enumerate(message.nested_type):
             self._add(name, nested, (*path, 3, index), comments)
         for enum in message.enum_type:
@@ -225,10 +346,26 @@ class _Builder:
         entry = self.index.messages.get(field.type_name.lstrip("."))
         return not (entry is not None and entry.options.map_entry)
 
+    def constrained_schema(self, message: str, field: descriptor_pb2.FieldDescriptorProto) -> Schema:
+        """The field's schema with what the server refuses ruled out: non-empty if REQUIRED, the core's limits."""
+        schema = self._field_schema(field)
+        if "$ref" in schema:
+            return schema
+        if f"{message}.{field.name}" in self.index.required:
+            if schema.get("type") == "string":
+                schema["minLength"] = 1
+            elif schema.get("type") == "object":
+                schema["minProperties"] = 1
+            elif schema.get("type") == "array":
+                schema["minItems"] = 1
+        return _merge(schema, _CONSTRAINTS.get(f"{message}.{field.name}", {}))
+
     def _object_schema(self, full_name: str, *, exclude: frozenset[str] = frozenset()) -> Schema:
         message = self.index.messages[full_name]
         properties = {
-            field.json_name: _describe(self._field_schema(field), self.index.comments.get(f"{full_name}.{field.name}"))
+            field.json_name: _describe(
+                self.constrained_schema(full_name, field), self.index.comments.get(f"{full_name}.{field.name}")
+            )
             for field in message.field
             if field.name not in exclude
         }
@@ -239,8 +376,14 @@ class _Builder:
         if full_name in self.response_only:
             # The gateway prints every field without presence, defaults included.
             required = [f.json_name for f in message.field if not self._has_presence(f) and f.name not in exclude]
-            if required:
-                schema["required"] = required
+        else:
+            required = [
+                f.json_name
+                for f in message.field
+                if f"{full_name}.{f.name}" in self.index.required and f.name not in exclude
+            ]
+        if required:
+            schema["required"] = required
         return schema
 
     # -- operations ------------------------------------------------------------------------------------
@@ -259,7 +402,7 @@ class _Builder:
                     "name": variable,
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", **_CONSTRAINTS.get(f"{binding.input_type}.{field.name}", {})},
                     **self._description(binding.input_type, field.name),
                 }
             )
@@ -271,8 +414,8 @@ class _Builder:
                     {
                         "name": field.json_name,
                         "in": "query",
-                        "required": False,
-                        "schema": self._field_schema(field),
+                        "required": f"{binding.input_type}.{field.name}" in self.index.required,
+                        "schema": self.constrained_schema(binding.input_type, field),
                         **self._description(binding.input_type, field.name),
                     }
                 )
@@ -292,14 +435,15 @@ class _Builder:
                 else:
                     body_schema = self.message_ref(binding.input_type)
             else:
-                body_schema = self._field_schema(fields[binding.body])
+                body_schema = self.constrained_schema(binding.input_type, fields[binding.body])
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
+        errors = {**_ERROR_RESPONSES, **(_BODY_ERROR_RESPONSES if binding.body else {})}
         operation["responses"] = {
             "200": {
                 "description": "Success.",
                 "content": {"application/json": {"schema": self.message_ref(binding.output_type)}},
             },
-            **{status: {"$ref": f"#/components/responses/{_response_name(status)}"} for status in _ERROR_RESPONSES},
+            **{status: {"$ref": f"#/components/responses/{_response_name(status)}"} for status in sorted(errors)},
         }
         operation["x-grpc-method"] = binding.grpc_path
         return operation
@@ -355,7 +499,7 @@ def build_openapi(files: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                     "description": description,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 }
-                for status, description in _ERROR_RESPONSES.items()
+                for status, description in sorted({**_ERROR_RESPONSES, **_BODY_ERROR_RESPONSES}.items())
             },
         },
     }

@@ -292,6 +292,6 @@ def _authorize(method: str, principal: Principal) -> None:
 
 
 def _request_id(incoming: str | bytes | None) -> str:
-    if isinstance(incoming, str) and _REQUEST_ID.match(incoming):
+    if isinstance(incoming, str) and _REQUEST_ID.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex

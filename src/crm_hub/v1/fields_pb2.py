@@ -23,19 +23,28 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rm_hub/v1/fields.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\"!\n\x11ListFieldsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\"K\n\x12ListFieldsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12$\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x14.crm_hub.v1.CrmField\"\x98\x01\n\x08\x43rmField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08writable\x18\x06 \x01(\x08\x12(\n\x07options\x18\x07 \x03(\x0b\x32\x17.crm_hub.v1.FieldOption\"+\n\x0b\x46ieldOption\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x90\x01\n\x12SaveMappingRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12<\n\x07mapping\x18\x02 \x03(\x0b\x32+.crm_hub.v1.SaveMappingRequest.MappingEntry\x1a.\n\x0cMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x01\n\x13SaveMappingResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12=\n\x07mapping\x18\x03 \x03(\x0b\x32,.crm_hub.v1.SaveMappingResponse.MappingEntry\x1a.\n\x0cMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x11GetMappingRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\"\x93\x01\n\x12GetMappingResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12<\n\x07mapping\x18\x02 \x03(\x0b\x32+.crm_hub.v1.GetMappingResponse.MappingEntry\x1a.\n\x0cMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xed\x02\n\rFieldsService\x12p\n\nListFields\x12\x1d.crm_hub.v1.ListFieldsRequest\x1a\x1e.crm_hub.v1.ListFieldsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/integrations/{kind}/fields\x12w\n\x0bSaveMapping\x12\x1e.crm_hub.v1.SaveMappingRequest\x1a\x1f.crm_hub.v1.SaveMappingResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/integrations/{kind}/mapping:\x01*\x12q\n\nGetMapping\x12\x1d.crm_hub.v1.GetMappingRequest\x1a\x1e.crm_hub.v1.GetMappingResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/integrations/{kind}/mappingb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rm_hub/v1/fields.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\'\n\x11ListFieldsRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"K\n\x12ListFieldsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12$\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x14.crm_hub.v1.CrmField\"\x98\x01\n\x08\x43rmField\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08writable\x18\x06 \x01(\x08\x12(\n\x07options\x18\x07 \x03(\x0b\x32\x17.crm_hub.v1.FieldOption\"+\n\x0b\x46ieldOption\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x9c\x01\n\x12SaveMappingRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x42\n\x07mapping\x18\x02 \x03(\x0b\x32+.crm_hub.v1.SaveMappingRequest.MappingEntryB\x04\xe2\x41\x01\x02\x1a.\n\x0cMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x01\n\x13SaveMappingResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12=\n\x07mapping\x18\x03 \x03(\x0b\x32,.crm_hub.v1.SaveMappingResponse.MappingEntry\x1a.\n\x0cMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetMappingRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x93\x01\n\x12GetMappingResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12<\n\x07mapping\x18\x02 \x03(\x0b\x32+.crm_hub.v1.GetMappingResponse.MappingEntry\x1a.\n\x0cMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xed\x02\n\rFieldsService\x12p\n\nListFields\x12\x1d.crm_hub.v1.ListFieldsRequest\x1a\x1e.crm_hub.v1.ListFieldsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/integrations/{kind}/fields\x12w\n\x0bSaveMapping\x12\x1e.crm_hub.v1.SaveMappingRequest\x1a\x1f.crm_hub.v1.SaveMappingResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/integrations/{kind}/mapping:\x01*\x12q\n\nGetMapping\x12\x1d.crm_hub.v1.GetMappingRequest\x1a\x1e.crm_hub.v1.GetMappingResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/integrations/{kind}/mappingb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm_hub.v1.fields_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTFIELDSREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_LISTFIELDSREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
   _globals['_SAVEMAPPINGREQUEST_MAPPINGENTRY']._loaded_options = None
   _globals['_SAVEMAPPINGREQUEST_MAPPINGENTRY']._serialized_options = b'8\001'
+  _globals['_SAVEMAPPINGREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_SAVEMAPPINGREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_SAVEMAPPINGREQUEST'].fields_by_name['mapping']._loaded_options = None
+  _globals['_SAVEMAPPINGREQUEST'].fields_by_name['mapping']._serialized_options = b'\342A\001\002'
   _globals['_SAVEMAPPINGRESPONSE_MAPPINGENTRY']._loaded_options = None
   _globals['_SAVEMAPPINGRESPONSE_MAPPINGENTRY']._serialized_options = b'8\001'
+  _globals['_GETMAPPINGREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_GETMAPPINGREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
   _globals['_GETMAPPINGRESPONSE_MAPPINGENTRY']._loaded_options = None
   _globals['_GETMAPPINGRESPONSE_MAPPINGENTRY']._serialized_options = b'8\001'
   _globals['_FIELDSSERVICE'].methods_by_name['ListFields']._loaded_options = None
@@ -44,28 +53,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FIELDSSERVICE'].methods_by_name['SaveMapping']._serialized_options = b'\202\323\344\223\002!\"\034/integrations/{kind}/mapping:\001*'
   _globals['_FIELDSSERVICE'].methods_by_name['GetMapping']._loaded_options = None
   _globals['_FIELDSSERVICE'].methods_by_name['GetMapping']._serialized_options = b'\202\323\344\223\002\036\022\034/integrations/{kind}/mapping'
-  _globals['_LISTFIELDSREQUEST']._serialized_start=69
-  _globals['_LISTFIELDSREQUEST']._serialized_end=102
-  _globals['_LISTFIELDSRESPONSE']._serialized_start=104
-  _globals['_LISTFIELDSRESPONSE']._serialized_end=179
-  _globals['_CRMFIELD']._serialized_start=182
-  _globals['_CRMFIELD']._serialized_end=334
-  _globals['_FIELDOPTION']._serialized_start=336
-  _globals['_FIELDOPTION']._serialized_end=379
-  _globals['_SAVEMAPPINGREQUEST']._serialized_start=382
-  _globals['_SAVEMAPPINGREQUEST']._serialized_end=526
-  _globals['_SAVEMAPPINGREQUEST_MAPPINGENTRY']._serialized_start=480
-  _globals['_SAVEMAPPINGREQUEST_MAPPINGENTRY']._serialized_end=526
-  _globals['_SAVEMAPPINGRESPONSE']._serialized_start=529
-  _globals['_SAVEMAPPINGRESPONSE']._serialized_end=695
-  _globals['_SAVEMAPPINGRESPONSE_MAPPINGENTRY']._serialized_start=480
-  _globals['_SAVEMAPPINGRESPONSE_MAPPINGENTRY']._serialized_end=526
-  _globals['_GETMAPPINGREQUEST']._serialized_start=697
-  _globals['_GETMAPPINGREQUEST']._serialized_end=730
-  _globals['_GETMAPPINGRESPONSE']._serialized_start=733
-  _globals['_GETMAPPINGRESPONSE']._serialized_end=880
-  _globals['_GETMAPPINGRESPONSE_MAPPINGENTRY']._serialized_start=480
-  _globals['_GETMAPPINGRESPONSE_MAPPINGENTRY']._serialized_end=526
-  _globals['_FIELDSSERVICE']._serialized_start=883
-  _globals['_FIELDSSERVICE']._serialized_end=1248
+  _globals['_LISTFIELDSREQUEST']._serialized_start=102
+  _globals['_LISTFIELDSREQUEST']._serialized_end=141
+  _globals['_LISTFIELDSRESPONSE']._serialized_start=143
+  _globals['_LISTFIELDSRESPONSE']._serialized_end=218
+  _globals['_CRMFIELD']._serialized_start=221
+  _globals['_CRMFIELD']._serialized_end=373
+  _globals['_FIELDOPTION']._serialized_start=375
+  _globals['_FIELDOPTION']._serialized_end=418
+  _globals['_SAVEMAPPINGREQUEST']._serialized_start=421
+  _globals['_SAVEMAPPINGREQUEST']._serialized_end=577
+  _globals['_SAVEMAPPINGREQUEST_MAPPINGENTRY']._serialized_start=531
+  _globals['_SAVEMAPPINGREQUEST_MAPPINGENTRY']._serialized_end=577
+  _globals['_SAVEMAPPINGRESPONSE']._serialized_start=580
+  _globals['_SAVEMAPPINGRESPONSE']._serialized_end=746
+  _globals['_SAVEMAPPINGRESPONSE_MAPPINGENTRY']._serialized_start=531
+  _globals['_SAVEMAPPINGRESPONSE_MAPPINGENTRY']._serialized_end=577
+  _globals['_GETMAPPINGREQUEST']._serialized_start=748
+  _globals['_GETMAPPINGREQUEST']._serialized_end=787
+  _globals['_GETMAPPINGRESPONSE']._serialized_start=790
+  _globals['_GETMAPPINGRESPONSE']._serialized_end=937
+  _globals['_GETMAPPINGRESPONSE_MAPPINGENTRY']._serialized_start=531
+  _globals['_GETMAPPINGRESPONSE_MAPPINGENTRY']._serialized_end=577
+  _globals['_FIELDSSERVICE']._serialized_start=940
+  _globals['_FIELDSSERVICE']._serialized_end=1305
 # @@protoc_insertion_point(module_scope)

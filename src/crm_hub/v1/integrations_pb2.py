@@ -23,33 +23,44 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm_hub/v1/integrations.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\"!\n\x11StartOAuthRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\"F\n\x12StartOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x10\n\x08\x61uth_url\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"A\n\x14\x43ompleteOAuthRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"9\n\x15\x43ompleteOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"!\n\x11\x44isconnectRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\"6\n\x12\x44isconnectResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xfc\x02\n\x13IntegrationsService\x12o\n\nStartOAuth\x12\x1d.crm_hub.v1.StartOAuthRequest\x1a\x1e.crm_hub.v1.StartOAuthResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/integrations/{kind}/start\x12~\n\rCompleteOAuth\x12 .crm_hub.v1.CompleteOAuthRequest\x1a!.crm_hub.v1.CompleteOAuthResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/integrations/{kind}/callback:\x01*\x12t\n\nDisconnect\x12\x1d.crm_hub.v1.DisconnectRequest\x1a\x1e.crm_hub.v1.DisconnectResponse\"\'\x82\xd3\xe4\x93\x02!*\x1f/integrations/{kind}/disconnectb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm_hub/v1/integrations.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\'\n\x11StartOAuthRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x12StartOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x10\n\x08\x61uth_url\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"S\n\x14\x43ompleteOAuthRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05state\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x15\x43ompleteOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\'\n\x11\x44isconnectRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x12\x44isconnectResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xfc\x02\n\x13IntegrationsService\x12o\n\nStartOAuth\x12\x1d.crm_hub.v1.StartOAuthRequest\x1a\x1e.crm_hub.v1.StartOAuthResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/integrations/{kind}/start\x12~\n\rCompleteOAuth\x12 .crm_hub.v1.CompleteOAuthRequest\x1a!.crm_hub.v1.CompleteOAuthResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/integrations/{kind}/callback:\x01*\x12t\n\nDisconnect\x12\x1d.crm_hub.v1.DisconnectRequest\x1a\x1e.crm_hub.v1.DisconnectResponse\"\'\x82\xd3\xe4\x93\x02!*\x1f/integrations/{kind}/disconnectb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm_hub.v1.integrations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STARTOAUTHREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_STARTOAUTHREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_COMPLETEOAUTHREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_COMPLETEOAUTHREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_COMPLETEOAUTHREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_COMPLETEOAUTHREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
+  _globals['_COMPLETEOAUTHREQUEST'].fields_by_name['state']._loaded_options = None
+  _globals['_COMPLETEOAUTHREQUEST'].fields_by_name['state']._serialized_options = b'\342A\001\002'
+  _globals['_DISCONNECTREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_DISCONNECTREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['StartOAuth']._loaded_options = None
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['StartOAuth']._serialized_options = b'\202\323\344\223\002\034\022\032/integrations/{kind}/start'
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['CompleteOAuth']._loaded_options = None
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['CompleteOAuth']._serialized_options = b'\202\323\344\223\002\"\"\035/integrations/{kind}/callback:\001*'
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['Disconnect']._loaded_options = None
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['Disconnect']._serialized_options = b'\202\323\344\223\002!*\037/integrations/{kind}/disconnect'
-  _globals['_STARTOAUTHREQUEST']._serialized_start=75
-  _globals['_STARTOAUTHREQUEST']._serialized_end=108
-  _globals['_STARTOAUTHRESPONSE']._serialized_start=110
-  _globals['_STARTOAUTHRESPONSE']._serialized_end=180
-  _globals['_COMPLETEOAUTHREQUEST']._serialized_start=182
-  _globals['_COMPLETEOAUTHREQUEST']._serialized_end=247
-  _globals['_COMPLETEOAUTHRESPONSE']._serialized_start=249
-  _globals['_COMPLETEOAUTHRESPONSE']._serialized_end=306
-  _globals['_DISCONNECTREQUEST']._serialized_start=308
-  _globals['_DISCONNECTREQUEST']._serialized_end=341
-  _globals['_DISCONNECTRESPONSE']._serialized_start=343
-  _globals['_DISCONNECTRESPONSE']._serialized_end=397
-  _globals['_INTEGRATIONSSERVICE']._serialized_start=400
-  _globals['_INTEGRATIONSSERVICE']._serialized_end=780
+  _globals['_STARTOAUTHREQUEST']._serialized_start=108
+  _globals['_STARTOAUTHREQUEST']._serialized_end=147
+  _globals['_STARTOAUTHRESPONSE']._serialized_start=149
+  _globals['_STARTOAUTHRESPONSE']._serialized_end=219
+  _globals['_COMPLETEOAUTHREQUEST']._serialized_start=221
+  _globals['_COMPLETEOAUTHREQUEST']._serialized_end=304
+  _globals['_COMPLETEOAUTHRESPONSE']._serialized_start=306
+  _globals['_COMPLETEOAUTHRESPONSE']._serialized_end=363
+  _globals['_DISCONNECTREQUEST']._serialized_start=365
+  _globals['_DISCONNECTREQUEST']._serialized_end=404
+  _globals['_DISCONNECTRESPONSE']._serialized_start=406
+  _globals['_DISCONNECTRESPONSE']._serialized_end=460
+  _globals['_INTEGRATIONSSERVICE']._serialized_start=463
+  _globals['_INTEGRATIONSSERVICE']._serialized_end=843
 # @@protoc_insertion_point(module_scope)

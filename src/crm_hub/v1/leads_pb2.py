@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63rm_hub/v1/leads.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x04Lead\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1c.crm_hub.v1.Lead.FieldsEntry\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x01\n\x11\x43reateLeadRequest\x12\x39\n\x06\x66ields\x18\x01 \x03(\x0b\x32).crm_hub.v1.CreateLeadRequest.FieldsEntry\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x12\x43reateLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x1e\n\x04lead\x18\x02 \x01(\x0b\x32\x10.crm_hub.v1.Lead\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"!\n\x0eGetLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\"r\n\x0fGetLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x1e\n\x04lead\x18\x02 \x01(\x0b\x32\x10.crm_hub.v1.Lead\x12.\n\x0bsync_states\x18\x03 \x03(\x0b\x32\x19.crm_hub.v1.LeadSyncState\"\x9c\x02\n\rLeadSyncState\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x13\n\x0blast_action\x18\x04 \x01(\t\x12\x32\n\x0elast_synced_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08\x66\x61ilures\x18\x08 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06job_id\x18\x0b \x01(\t\"S\n\x19ListTimelineEventsRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x1aListTimelineEventsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.crm_hub.v1.TimelineEvent\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x92\x02\n\rTimelineEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x12\n\ncontact_id\x18\x05 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x14\n\x0c\x65rror_reason\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\r \x01(\t2\xd5\x02\n\x0cLeadsService\x12^\n\nCreateLead\x12\x1d.crm_hub.v1.CreateLeadRequest\x1a\x1e.crm_hub.v1.CreateLeadResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\"\x06/leads:\x01*\x12\\\n\x07GetLead\x12\x1a.crm_hub.v1.GetLeadRequest\x1a\x1b.crm_hub.v1.GetLeadResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/leads/{lead_id}\x12\x86\x01\n\x12ListTimelineEvents\x12%.crm_hub.v1.ListTimelineEventsRequest\x1a&.crm_hub.v1.ListTimelineEventsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/leads/{lead_id}/timelineb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63rm_hub/v1/leads.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x04Lead\x12\n\n\x02id\x18\x01 \x01(\t\x12,\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1c.crm_hub.v1.Lead.FieldsEntry\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x01\n\x11\x43reateLeadRequest\x12?\n\x06\x66ields\x18\x01 \x03(\x0b\x32).crm_hub.v1.CreateLeadRequest.FieldsEntryB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x12\x43reateLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x1e\n\x04lead\x18\x02 \x01(\x0b\x32\x10.crm_hub.v1.Lead\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"\'\n\x0eGetLeadRequest\x12\x15\n\x07lead_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"r\n\x0fGetLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x1e\n\x04lead\x18\x02 \x01(\x0b\x32\x10.crm_hub.v1.Lead\x12.\n\x0bsync_states\x18\x03 \x03(\x0b\x32\x19.crm_hub.v1.LeadSyncState\"\x9c\x02\n\rLeadSyncState\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x13\n\x0blast_action\x18\x04 \x01(\t\x12\x32\n\x0elast_synced_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_attempt_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08\x66\x61ilures\x18\x08 \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06job_id\x18\x0b \x01(\t\"Y\n\x19ListTimelineEventsRequest\x12\x15\n\x07lead_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x1aListTimelineEventsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.crm_hub.v1.TimelineEvent\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x92\x02\n\rTimelineEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x12\n\ncontact_id\x18\x05 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x14\n\x0c\x65rror_reason\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\r\n\x05\x61\x63tor\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\r \x01(\t2\xd5\x02\n\x0cLeadsService\x12^\n\nCreateLead\x12\x1d.crm_hub.v1.CreateLeadRequest\x1a\x1e.crm_hub.v1.CreateLeadResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\"\x06/leads:\x01*\x12\\\n\x07GetLead\x12\x1a.crm_hub.v1.GetLeadRequest\x1a\x1b.crm_hub.v1.GetLeadResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/leads/{lead_id}\x12\x86\x01\n\x12ListTimelineEvents\x12%.crm_hub.v1.ListTimelineEventsRequest\x1a&.crm_hub.v1.ListTimelineEventsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/leads/{lead_id}/timelineb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +38,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEAD_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_CREATELEADREQUEST_FIELDSENTRY']._loaded_options = None
   _globals['_CREATELEADREQUEST_FIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATELEADREQUEST'].fields_by_name['fields']._loaded_options = None
+  _globals['_CREATELEADREQUEST'].fields_by_name['fields']._serialized_options = b'\342A\001\002'
+  _globals['_GETLEADREQUEST'].fields_by_name['lead_id']._loaded_options = None
+  _globals['_GETLEADREQUEST'].fields_by_name['lead_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTTIMELINEEVENTSREQUEST'].fields_by_name['lead_id']._loaded_options = None
+  _globals['_LISTTIMELINEEVENTSREQUEST'].fields_by_name['lead_id']._serialized_options = b'\342A\001\002'
   _globals['_LEADSSERVICE'].methods_by_name['CreateLead']._loaded_options = None
   _globals['_LEADSSERVICE'].methods_by_name['CreateLead']._serialized_options = b'\202\323\344\223\002\013\"\006/leads:\001*'
   _globals['_LEADSSERVICE'].methods_by_name['GetLead']._loaded_options = None
   _globals['_LEADSSERVICE'].methods_by_name['GetLead']._serialized_options = b'\202\323\344\223\002\022\022\020/leads/{lead_id}'
   _globals['_LEADSSERVICE'].methods_by_name['ListTimelineEvents']._loaded_options = None
   _globals['_LEADSSERVICE'].methods_by_name['ListTimelineEvents']._serialized_options = b'\202\323\344\223\002\033\022\031/leads/{lead_id}/timeline'
-  _globals['_LEAD']._serialized_start=102
-  _globals['_LEAD']._serialized_end=282
-  _globals['_LEAD_FIELDSENTRY']._serialized_start=237
-  _globals['_LEAD_FIELDSENTRY']._serialized_end=282
-  _globals['_CREATELEADREQUEST']._serialized_start=285
-  _globals['_CREATELEADREQUEST']._serialized_end=431
-  _globals['_CREATELEADREQUEST_FIELDSENTRY']._serialized_start=237
-  _globals['_CREATELEADREQUEST_FIELDSENTRY']._serialized_end=282
-  _globals['_CREATELEADRESPONSE']._serialized_start=433
-  _globals['_CREATELEADRESPONSE']._serialized_end=519
-  _globals['_GETLEADREQUEST']._serialized_start=521
-  _globals['_GETLEADREQUEST']._serialized_end=554
-  _globals['_GETLEADRESPONSE']._serialized_start=556
-  _globals['_GETLEADRESPONSE']._serialized_end=670
-  _globals['_LEADSYNCSTATE']._serialized_start=673
-  _globals['_LEADSYNCSTATE']._serialized_end=957
-  _globals['_LISTTIMELINEEVENTSREQUEST']._serialized_start=959
-  _globals['_LISTTIMELINEEVENTSREQUEST']._serialized_end=1042
-  _globals['_LISTTIMELINEEVENTSRESPONSE']._serialized_start=1044
-  _globals['_LISTTIMELINEEVENTSRESPONSE']._serialized_end=1157
-  _globals['_TIMELINEEVENT']._serialized_start=1160
-  _globals['_TIMELINEEVENT']._serialized_end=1434
-  _globals['_LEADSSERVICE']._serialized_start=1437
-  _globals['_LEADSSERVICE']._serialized_end=1778
+  _globals['_LEAD']._serialized_start=135
+  _globals['_LEAD']._serialized_end=315
+  _globals['_LEAD_FIELDSENTRY']._serialized_start=270
+  _globals['_LEAD_FIELDSENTRY']._serialized_end=315
+  _globals['_CREATELEADREQUEST']._serialized_start=318
+  _globals['_CREATELEADREQUEST']._serialized_end=470
+  _globals['_CREATELEADREQUEST_FIELDSENTRY']._serialized_start=270
+  _globals['_CREATELEADREQUEST_FIELDSENTRY']._serialized_end=315
+  _globals['_CREATELEADRESPONSE']._serialized_start=472
+  _globals['_CREATELEADRESPONSE']._serialized_end=558
+  _globals['_GETLEADREQUEST']._serialized_start=560
+  _globals['_GETLEADREQUEST']._serialized_end=599
+  _globals['_GETLEADRESPONSE']._serialized_start=601
+  _globals['_GETLEADRESPONSE']._serialized_end=715
+  _globals['_LEADSYNCSTATE']._serialized_start=718
+  _globals['_LEADSYNCSTATE']._serialized_end=1002
+  _globals['_LISTTIMELINEEVENTSREQUEST']._serialized_start=1004
+  _globals['_LISTTIMELINEEVENTSREQUEST']._serialized_end=1093
+  _globals['_LISTTIMELINEEVENTSRESPONSE']._serialized_start=1095
+  _globals['_LISTTIMELINEEVENTSRESPONSE']._serialized_end=1208
+  _globals['_TIMELINEEVENT']._serialized_start=1211
+  _globals['_TIMELINEEVENT']._serialized_end=1485
+  _globals['_LEADSSERVICE']._serialized_start=1488
+  _globals['_LEADSSERVICE']._serialized_end=1829
 # @@protoc_insertion_point(module_scope)

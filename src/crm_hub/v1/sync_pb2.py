@@ -23,17 +23,36 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63rm_hub/v1/sync.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x0fSyncLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.crm_hub.v1.SyncOptions\"H\n\x0bSyncOptions\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x18\n\x10\x64uplicate_policy\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\xae\x01\n\x10SyncLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x19\n\x11other_contact_ids\x18\x07 \x03(\t\"R\n\x10SyncLeadsRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.crm_hub.v1.SyncLeadsOptions\"r\n\x10SyncLeadsOptions\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x18\n\x10\x64uplicate_policy\x18\x02 \x01(\t\x12\x10\n\x08lead_ids\x18\x03 \x03(\t\x12\x11\n\tselection\x18\x04 \x01(\t\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"F\n\x11SyncLeadsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12 \n\x03job\x18\x02 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\"\xc7\x03\n\x07SyncJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x10\x64uplicate_policy\x18\x03 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x11\n\tselection\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\r\n\x05state\x18\x07 \x01(\t\x12\r\n\x05total\x18\x08 \x01(\x05\x12\x11\n\tprocessed\x18\t \x01(\x05\x12)\n\x06\x63ounts\x18\n \x01(\x0b\x32\x19.crm_hub.v1.SyncJobCounts\x12\x11\n\tcrm_calls\x18\x0b \x01(\x05\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x10 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x11 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\"\xe1\x01\n\rSyncJobCounts\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x0f\n\x07skipped\x18\x03 \x01(\x05\x12\x11\n\tunchanged\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x11\n\tcancelled\x18\x06 \x01(\x05\x12\x14\n\x0cwould_create\x18\x07 \x01(\x05\x12\x14\n\x0cwould_update\x18\x08 \x01(\x05\x12\x12\n\nwould_skip\x18\t \x01(\x05\x12\x16\n\x0ewould_conflict\x18\n \x01(\x05\x12\x0f\n\x07pending\x18\x0b \x01(\x05\"#\n\x11GetSyncJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"G\n\x12GetSyncJobResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12 \n\x03job\x18\x02 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\"<\n\x13ListSyncJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x14ListSyncJobsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12!\n\x04jobs\x18\x02 \x03(\x0b\x32\x13.crm_hub.v1.SyncJob\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"&\n\x14\x43\x61ncelSyncJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"[\n\x15\x43\x61ncelSyncJobResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12 \n\x03job\x18\x02 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\x12\x0f\n\x07message\x18\x03 \x01(\t\"c\n\x19ListSyncJobResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\"r\n\x1aListSyncJobResultsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.crm_hub.v1.SyncJobResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x87\x01\n\rSyncJobResult\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x19\n\x11other_contact_ids\x18\x04 \x03(\t\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"%\n\x13WatchSyncJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"G\n\x14WatchSyncJobResponse\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x32\xd0\x06\n\x0bSyncService\x12p\n\x08SyncLead\x12\x1b.crm_hub.v1.SyncLeadRequest\x1a\x1c.crm_hub.v1.SyncLeadResponse\")\x82\xd3\xe4\x93\x02#\"\x18/crm/sync/lead/{lead_id}:\x07options\x12j\n\tSyncLeads\x12\x1c.crm_hub.v1.SyncLeadsRequest\x1a\x1d.crm_hub.v1.SyncLeadsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x0f/crm/sync/leads:\x07options\x12l\n\nGetSyncJob\x12\x1d.crm_hub.v1.GetSyncJobRequest\x1a\x1e.crm_hub.v1.GetSyncJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/crm/sync/jobs/{job_id}\x12i\n\x0cListSyncJobs\x12\x1f.crm_hub.v1.ListSyncJobsRequest\x1a .crm_hub.v1.ListSyncJobsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/crm/sync/jobs\x12\x7f\n\rCancelSyncJob\x12 .crm_hub.v1.CancelSyncJobRequest\x1a!.crm_hub.v1.CancelSyncJobResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/crm/sync/jobs/{job_id}/cancel:\x01*\x12\x8c\x01\n\x12ListSyncJobResults\x12%.crm_hub.v1.ListSyncJobResultsRequest\x1a&.crm_hub.v1.ListSyncJobResultsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/crm/sync/jobs/{job_id}/results\x12z\n\x0cWatchSyncJob\x12\x1f.crm_hub.v1.WatchSyncJobRequest\x1a .crm_hub.v1.WatchSyncJobResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/crm/sync/jobs/{job_id}/watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63rm_hub/v1/sync.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x0fSyncLeadRequest\x12\x15\n\x07lead_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x17.crm_hub.v1.SyncOptionsB\x04\xe2\x41\x01\x02\"N\n\x0bSyncOptions\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\x10\x64uplicate_policy\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\xae\x01\n\x10SyncLeadResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x07payload\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x19\n\x11other_contact_ids\x18\x07 \x03(\t\"X\n\x10SyncLeadsRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\x12\x33\n\x07options\x18\x02 \x01(\x0b\x32\x1c.crm_hub.v1.SyncLeadsOptionsB\x04\xe2\x41\x01\x02\"x\n\x10SyncLeadsOptions\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\x10\x64uplicate_policy\x18\x02 \x01(\t\x12\x10\n\x08lead_ids\x18\x03 \x03(\t\x12\x11\n\tselection\x18\x04 \x01(\t\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"F\n\x11SyncLeadsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12 \n\x03job\x18\x02 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\"\xc7\x03\n\x07SyncJob\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x10\x64uplicate_policy\x18\x03 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x11\n\tselection\x18\x05 \x01(\t\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\r\n\x05state\x18\x07 \x01(\t\x12\r\n\x05total\x18\x08 \x01(\x05\x12\x11\n\tprocessed\x18\t \x01(\x05\x12)\n\x06\x63ounts\x18\n \x01(\x0b\x32\x19.crm_hub.v1.SyncJobCounts\x12\x11\n\tcrm_calls\x18\x0b \x01(\x05\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x10 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x11 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x08\"\xe1\x01\n\rSyncJobCounts\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x05\x12\x0f\n\x07updated\x18\x02 \x01(\x05\x12\x0f\n\x07skipped\x18\x03 \x01(\x05\x12\x11\n\tunchanged\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x11\n\tcancelled\x18\x06 \x01(\x05\x12\x14\n\x0cwould_create\x18\x07 \x01(\x05\x12\x14\n\x0cwould_update\x18\x08 \x01(\x05\x12\x12\n\nwould_skip\x18\t \x01(\x05\x12\x16\n\x0ewould_conflict\x18\n \x01(\x05\x12\x0f\n\x07pending\x18\x0b \x01(\x05\")\n\x11GetSyncJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x12GetSyncJobResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12 \n\x03job\x18\x02 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\"<\n\x13ListSyncJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x14ListSyncJobsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12!\n\x04jobs\x18\x02 \x03(\x0b\x32\x13.crm_hub.v1.SyncJob\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\",\n\x14\x43\x61ncelSyncJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"[\n\x15\x43\x61ncelSyncJobResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12 \n\x03job\x18\x02 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\x12\x0f\n\x07message\x18\x03 \x01(\t\"i\n\x19ListSyncJobResultsRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\"r\n\x1aListSyncJobResultsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.crm_hub.v1.SyncJobResult\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x87\x01\n\rSyncJobResult\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\x19\n\x11other_contact_ids\x18\x04 \x03(\t\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"+\n\x13WatchSyncJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x14WatchSyncJobResponse\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.crm_hub.v1.SyncJob\x12\r\n\x05\x66inal\x18\x02 \x01(\x08\x32\xd0\x06\n\x0bSyncService\x12p\n\x08SyncLead\x12\x1b.crm_hub.v1.SyncLeadRequest\x1a\x1c.crm_hub.v1.SyncLeadResponse\")\x82\xd3\xe4\x93\x02#\"\x18/crm/sync/lead/{lead_id}:\x07options\x12j\n\tSyncLeads\x12\x1c.crm_hub.v1.SyncLeadsRequest\x1a\x1d.crm_hub.v1.SyncLeadsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x0f/crm/sync/leads:\x07options\x12l\n\nGetSyncJob\x12\x1d.crm_hub.v1.GetSyncJobRequest\x1a\x1e.crm_hub.v1.GetSyncJobResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/crm/sync/jobs/{job_id}\x12i\n\x0cListSyncJobs\x12\x1f.crm_hub.v1.ListSyncJobsRequest\x1a .crm_hub.v1.ListSyncJobsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/crm/sync/jobs\x12\x7f\n\rCancelSyncJob\x12 .crm_hub.v1.CancelSyncJobRequest\x1a!.crm_hub.v1.CancelSyncJobResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/crm/sync/jobs/{job_id}/cancel:\x01*\x12\x8c\x01\n\x12ListSyncJobResults\x12%.crm_hub.v1.ListSyncJobResultsRequest\x1a&.crm_hub.v1.ListSyncJobResultsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/crm/sync/jobs/{job_id}/results\x12z\n\x0cWatchSyncJob\x12\x1f.crm_hub.v1.WatchSyncJobRequest\x1a .crm_hub.v1.WatchSyncJobResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/crm/sync/jobs/{job_id}/watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm_hub.v1.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SYNCLEADREQUEST'].fields_by_name['lead_id']._loaded_options = None
+  _globals['_SYNCLEADREQUEST'].fields_by_name['lead_id']._serialized_options = b'\342A\001\002'
+  _globals['_SYNCLEADREQUEST'].fields_by_name['options']._loaded_options = None
+  _globals['_SYNCLEADREQUEST'].fields_by_name['options']._serialized_options = b'\342A\001\002'
+  _globals['_SYNCOPTIONS'].fields_by_name['provider']._loaded_options = None
+  _globals['_SYNCOPTIONS'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_SYNCLEADSREQUEST'].fields_by_name['options']._loaded_options = None
+  _globals['_SYNCLEADSREQUEST'].fields_by_name['options']._serialized_options = b'\342A\001\002'
+  _globals['_SYNCLEADSOPTIONS'].fields_by_name['provider']._loaded_options = None
+  _globals['_SYNCLEADSOPTIONS'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_GETSYNCJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_GETSYNCJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_CANCELSYNCJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_CANCELSYNCJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTSYNCJOBRESULTSREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_LISTSYNCJOBRESULTSREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_WATCHSYNCJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_WATCHSYNCJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
   _globals['_SYNCSERVICE'].methods_by_name['SyncLead']._loaded_options = None
   _globals['_SYNCSERVICE'].methods_by_name['SyncLead']._serialized_options = b'\202\323\344\223\002#\"\030/crm/sync/lead/{lead_id}:\007options'
   _globals['_SYNCSERVICE'].methods_by_name['SyncLeads']._loaded_options = None
@@ -48,44 +67,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNCSERVICE'].methods_by_name['ListSyncJobResults']._serialized_options = b'\202\323\344\223\002!\022\037/crm/sync/jobs/{job_id}/results'
   _globals['_SYNCSERVICE'].methods_by_name['WatchSyncJob']._loaded_options = None
   _globals['_SYNCSERVICE'].methods_by_name['WatchSyncJob']._serialized_options = b'\202\323\344\223\002\037\022\035/crm/sync/jobs/{job_id}/watch'
-  _globals['_SYNCLEADREQUEST']._serialized_start=130
-  _globals['_SYNCLEADREQUEST']._serialized_end=223
-  _globals['_SYNCOPTIONS']._serialized_start=225
-  _globals['_SYNCOPTIONS']._serialized_end=297
-  _globals['_SYNCLEADRESPONSE']._serialized_start=300
-  _globals['_SYNCLEADRESPONSE']._serialized_end=474
-  _globals['_SYNCLEADSREQUEST']._serialized_start=476
-  _globals['_SYNCLEADSREQUEST']._serialized_end=558
-  _globals['_SYNCLEADSOPTIONS']._serialized_start=560
-  _globals['_SYNCLEADSOPTIONS']._serialized_end=674
-  _globals['_SYNCLEADSRESPONSE']._serialized_start=676
-  _globals['_SYNCLEADSRESPONSE']._serialized_end=746
-  _globals['_SYNCJOB']._serialized_start=749
-  _globals['_SYNCJOB']._serialized_end=1204
-  _globals['_SYNCJOBCOUNTS']._serialized_start=1207
-  _globals['_SYNCJOBCOUNTS']._serialized_end=1432
-  _globals['_GETSYNCJOBREQUEST']._serialized_start=1434
-  _globals['_GETSYNCJOBREQUEST']._serialized_end=1469
-  _globals['_GETSYNCJOBRESPONSE']._serialized_start=1471
-  _globals['_GETSYNCJOBRESPONSE']._serialized_end=1542
-  _globals['_LISTSYNCJOBSREQUEST']._serialized_start=1544
-  _globals['_LISTSYNCJOBSREQUEST']._serialized_end=1604
-  _globals['_LISTSYNCJOBSRESPONSE']._serialized_start=1606
-  _globals['_LISTSYNCJOBSRESPONSE']._serialized_end=1705
-  _globals['_CANCELSYNCJOBREQUEST']._serialized_start=1707
-  _globals['_CANCELSYNCJOBREQUEST']._serialized_end=1745
-  _globals['_CANCELSYNCJOBRESPONSE']._serialized_start=1747
-  _globals['_CANCELSYNCJOBRESPONSE']._serialized_end=1838
-  _globals['_LISTSYNCJOBRESULTSREQUEST']._serialized_start=1840
-  _globals['_LISTSYNCJOBRESULTSREQUEST']._serialized_end=1939
-  _globals['_LISTSYNCJOBRESULTSRESPONSE']._serialized_start=1941
-  _globals['_LISTSYNCJOBRESULTSRESPONSE']._serialized_end=2055
-  _globals['_SYNCJOBRESULT']._serialized_start=2058
-  _globals['_SYNCJOBRESULT']._serialized_end=2193
-  _globals['_WATCHSYNCJOBREQUEST']._serialized_start=2195
-  _globals['_WATCHSYNCJOBREQUEST']._serialized_end=2232
-  _globals['_WATCHSYNCJOBRESPONSE']._serialized_start=2234
-  _globals['_WATCHSYNCJOBRESPONSE']._serialized_end=2305
-  _globals['_SYNCSERVICE']._serialized_start=2308
-  _globals['_SYNCSERVICE']._serialized_end=3156
+  _globals['_SYNCLEADREQUEST']._serialized_start=163
+  _globals['_SYNCLEADREQUEST']._serialized_end=268
+  _globals['_SYNCOPTIONS']._serialized_start=270
+  _globals['_SYNCOPTIONS']._serialized_end=348
+  _globals['_SYNCLEADRESPONSE']._serialized_start=351
+  _globals['_SYNCLEADRESPONSE']._serialized_end=525
+  _globals['_SYNCLEADSREQUEST']._serialized_start=527
+  _globals['_SYNCLEADSREQUEST']._serialized_end=615
+  _globals['_SYNCLEADSOPTIONS']._serialized_start=617
+  _globals['_SYNCLEADSOPTIONS']._serialized_end=737
+  _globals['_SYNCLEADSRESPONSE']._serialized_start=739
+  _globals['_SYNCLEADSRESPONSE']._serialized_end=809
+  _globals['_SYNCJOB']._serialized_start=812
+  _globals['_SYNCJOB']._serialized_end=1267
+  _globals['_SYNCJOBCOUNTS']._serialized_start=1270
+  _globals['_SYNCJOBCOUNTS']._serialized_end=1495
+  _globals['_GETSYNCJOBREQUEST']._serialized_start=1497
+  _globals['_GETSYNCJOBREQUEST']._serialized_end=1538
+  _globals['_GETSYNCJOBRESPONSE']._serialized_start=1540
+  _globals['_GETSYNCJOBRESPONSE']._serialized_end=1611
+  _globals['_LISTSYNCJOBSREQUEST']._serialized_start=1613
+  _globals['_LISTSYNCJOBSREQUEST']._serialized_end=1673
+  _globals['_LISTSYNCJOBSRESPONSE']._serialized_start=1675
+  _globals['_LISTSYNCJOBSRESPONSE']._serialized_end=1774
+  _globals['_CANCELSYNCJOBREQUEST']._serialized_start=1776
+  _globals['_CANCELSYNCJOBREQUEST']._serialized_end=1820
+  _globals['_CANCELSYNCJOBRESPONSE']._serialized_start=1822
+  _globals['_CANCELSYNCJOBRESPONSE']._serialized_end=1913
+  _globals['_LISTSYNCJOBRESULTSREQUEST']._serialized_start=1915
+  _globals['_LISTSYNCJOBRESULTSREQUEST']._serialized_end=2020
+  _globals['_LISTSYNCJOBRESULTSRESPONSE']._serialized_start=2022
+  _globals['_LISTSYNCJOBRESULTSRESPONSE']._serialized_end=2136
+  _globals['_SYNCJOBRESULT']._serialized_start=2139
+  _globals['_SYNCJOBRESULT']._serialized_end=2274
+  _globals['_WATCHSYNCJOBREQUEST']._serialized_start=2276
+  _globals['_WATCHSYNCJOBREQUEST']._serialized_end=2319
+  _globals['_WATCHSYNCJOBRESPONSE']._serialized_start=2321
+  _globals['_WATCHSYNCJOBRESPONSE']._serialized_end=2392
+  _globals['_SYNCSERVICE']._serialized_start=2395
+  _globals['_SYNCSERVICE']._serialized_end=3243
 # @@protoc_insertion_point(module_scope)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from crm_hub.auth import TokenVerifier
 from crm_hub.config import Settings
@@ -26,6 +28,8 @@ from crm_hub.vault import Vault, vault_from_settings
 __all__ = ["MIN_JWT_SECRET_BYTES", "Application", "jwt_secret_for"]
 
 MIN_JWT_SECRET_BYTES = 32
+#: How often the embedded default looks for writes that single syncs left open (the process died mid-write).
+RECONCILE_SECONDS = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Application:
     jobs: SyncJobs
     leads: LeadService
     status: StatusReporter
+    _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(
@@ -98,10 +103,25 @@ class Application:
         return registry.names()
 
     async def start_background(self) -> None:
-        """Resume what a stopped process left: unfinished jobs are queued again, interrupted writes reconciled."""
+        """Resume what a stopped process left — unfinished jobs queued again, interrupted writes reconciled — and,
+        where this process runs the jobs itself (the embedded default), keep reconciling every minute."""
         await self.jobs.recover()
+        if isinstance(self.jobs.queue, InProcessQueue):
+            self._maintenance = asyncio.get_running_loop().create_task(self._reconcile_every(RECONCILE_SECONDS))
+
+    async def _reconcile_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.sync.reconcile_interrupted()
+            except Exception:  # the database away for a moment: next time
+                logger.exception("reconciling interrupted syncs failed")
 
     async def aclose(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         if isinstance(self.jobs.queue, InProcessQueue):
             await self.jobs.queue.close()
         await self.notifications.drain()

@@ -150,7 +150,7 @@ class SyncStateRepository:
                 "last_synced_at": at if change.status == "synced" else None,
                 "last_attempt_at": at,
                 "attempts": 1,
-                "failures": 1 if change.status == "failed" else 0,
+                "failures": 0 if change.status == "synced" else 1,
                 "error_reason": change.error_reason,
                 "error": change.error,
                 "intent_at": None,
@@ -163,7 +163,9 @@ class SyncStateRepository:
         ]
         statement = _insert(self._session, LeadSyncState).values(rows)
         new = statement.excluded
-        failed = new.status == "failed"
+        failed = new.status != "synced"
+        # A change to "pending" (a write whose outcome is not known yet) leaves its intent open, to be reconciled.
+        still_open = new.status == PENDING
         await self._session.execute(
             statement.on_conflict_do_update(
                 index_elements=["team_id", "provider", "lead_id"],
@@ -179,9 +181,9 @@ class SyncStateRepository:
                     "failures": case((failed, LeadSyncState.failures + 1), else_=0),
                     "error_reason": new.error_reason,
                     "error": new.error,
-                    "intent_at": None,
-                    "intent_action": None,
-                    "intent_seen": None,
+                    "intent_at": case((still_open, LeadSyncState.intent_at), else_=None),
+                    "intent_action": case((still_open, LeadSyncState.intent_action), else_=None),
+                    "intent_seen": case((still_open, LeadSyncState.intent_seen), else_=None),
                     "job_id": new.job_id,
                     "updated_at": new.updated_at,
                 },

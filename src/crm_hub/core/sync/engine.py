@@ -32,7 +32,7 @@ from crm_hub.core.leads import LeadRecord, check_lead_id
 from crm_hub.core.payload import build_payload, required_values_missing
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.sync.model import Decision, DuplicatePolicy, SyncAction, SyncItem, SyncOutcome, fingerprint
-from crm_hub.core.sync.writer import ContactWriter, PlannedWrite
+from crm_hub.core.sync.writer import WRITE_OUTCOME_UNKNOWN, ContactWriter, PlannedWrite
 from crm_hub.errors import (
     CrmHubError,
     FailedPrecondition,
@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 
 #: Longer than any write can take (the RPC budget is 50 s): an intent older than this was interrupted.
 INTENT_STALE_SECONDS = 120.0
+#: Another sync of the lead is writing right now (or its answer was lost moments ago): wait for it.
+SYNC_IN_PROGRESS = "SYNC_IN_PROGRESS"
+_COME_BACK_LATER = (SYNC_IN_PROGRESS, WRITE_OUTCOME_UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class SyncEngine:
                         )
                     for item in prepared:
                         planned = _against_state(
-                            target, item, states.get(item.key), policy, dry_run=dry_run, force=force
+                            target, item, states.get(item.key), policy, dry_run=dry_run, force=force, job_id=job_id
                         )
                         if isinstance(planned, SyncOutcome):
                             result.outcomes[item.key] = planned
@@ -267,6 +270,14 @@ class SyncEngine:
                     result.unfinished.append(item.key)
                 else:
                     result.outcomes[item.key] = _failed(item.payload, result.error, dry_run)
+            if keep_unfinished:
+                # A job comes back to a lead whose write is still in flight (or was a moment ago) later, rather
+                # than give it an outcome nobody can know yet.
+                for lead_id, outcome in list(result.outcomes.items()):
+                    if outcome.error is not None and outcome.error.reason in _COME_BACK_LATER:
+                        del result.outcomes[lead_id]
+                        result.unfinished.append(lead_id)
+                        result.error = result.error or outcome.error
         result.crm_calls = counter.calls
         await self.record(
             caller,
@@ -316,14 +327,13 @@ class SyncEngine:
             if not outcomes:
                 return
             if not dry_run:
+                changes = [
+                    _state_change(lead_id, outcome, target.mapping_fingerprint, job_id)
+                    for lead_id, outcome in outcomes.items()
+                    if not isinstance(outcome.error, NotFound)  # a lead deleted meanwhile has no state left
+                ]
                 await SyncStateRepository(session).record_outcomes(
-                    caller.team_id,
-                    crm.name,
-                    [
-                        _state_change(lead_id, outcome, target.mapping_fingerprint, job_id)
-                        for lead_id, outcome in outcomes.items()
-                        if not isinstance(outcome.error, NotFound)  # a lead deleted meanwhile has no state left
-                    ],
+                    caller.team_id, crm.name, [change for change in changes if change is not None]
                 )
             rows = [_timeline_row(lead_id, outcome, duration_ms) for lead_id, outcome in outcomes.items()]
             await session.execute(
@@ -459,11 +469,27 @@ def _against_state(
     *,
     dry_run: bool,
     force: bool,
+    job_id: str | None,
 ) -> SyncItem | SyncOutcome:
     """The item as its sync state says: ``unchanged`` when what would be sent was sent last time (nothing to
-    do), carrying what an interrupted earlier write saw when one is open (to reconcile it)."""
+    do); waiting, when another sync of the lead is writing right now; carrying what an interrupted earlier
+    write saw, to reconcile it, when that write was left open."""
     crm = target.crm
     if state is not None and state.intent_at is not None:
+        age = (utcnow() - state.intent_at).total_seconds()
+        if age < INTENT_STALE_SECONDS and (job_id is None or state.job_id != job_id):
+            # A write for this lead is under way elsewhere (another replica, a job), or its answer was lost moments
+            # ago and may still land: writing too could make a second contact.
+            return _failed(
+                item.payload,
+                Unavailable(
+                    f"Another sync of this lead to {crm.label} is still in progress; try again shortly.",
+                    provider=crm.name,
+                    reason=SYNC_IN_PROGRESS,
+                    retry_after=max(1.0, INTENT_STALE_SECONDS - age),
+                ),
+                dry_run,
+            )
         if state.intent_seen is None and state.intent_action == Decision.CREATE and not force:
             # Created without a lookup first (no email to match by): whether it reached the CRM cannot be known.
             return _failed(
@@ -472,7 +498,7 @@ def _against_state(
                     f"An earlier sync of this lead was interrupted while creating a {crm.label} contact, and without "
                     "an email it cannot be checked; check the CRM, then sync again with force.",
                     provider=crm.name,
-                    reason="WRITE_OUTCOME_UNKNOWN",
+                    reason=WRITE_OUTCOME_UNKNOWN,
                 ),
                 dry_run,
             )
@@ -518,7 +544,21 @@ def _failed(payload: dict[str, Any], error: CrmHubError, dry_run: bool) -> SyncO
     )
 
 
-def _state_change(lead_id: str, outcome: SyncOutcome, mapping_fingerprint: str, job_id: str | None) -> StateChange:
+def _state_change(
+    lead_id: str, outcome: SyncOutcome, mapping_fingerprint: str, job_id: str | None
+) -> StateChange | None:
+    if outcome.error is not None and outcome.error.reason == SYNC_IN_PROGRESS:
+        return None  # the sync under way records its own outcome
+    if outcome.error is not None and outcome.error.reason == WRITE_OUTCOME_UNKNOWN:
+        # Still pending, its intent left open: the next sync of the lead, or recovery, looks the contact up.
+        return StateChange(
+            lead_id=lead_id,
+            status="pending",
+            action=SyncAction.FAILED,
+            error_reason=outcome.error.reason,
+            error=outcome.error.message,
+            job_id=job_id,
+        )
     if outcome.error is not None:
         return StateChange(
             lead_id=lead_id,

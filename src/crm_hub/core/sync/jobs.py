@@ -26,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_hub.auth import Principal, Role
 from crm_hub.core.caller import Caller
 from crm_hub.core.leads import LeadRecord, check_lead_id
-from crm_hub.core.sync.engine import BatchResult, SyncEngine
+from crm_hub.core.sync.engine import INTENT_STALE_SECONDS, SYNC_IN_PROGRESS, BatchResult, SyncEngine
 from crm_hub.core.sync.model import DuplicatePolicy, SyncAction, SyncOutcome, fingerprint
+from crm_hub.core.sync.writer import WRITE_OUTCOME_UNKNOWN
 from crm_hub.errors import (
     CrmHubError,
     FailedPrecondition,
@@ -392,6 +393,12 @@ class SyncJobs:
         if isinstance(error, RateLimited):
             # A spent quota makes work wait, never fail: this batch runs again once the CRM allows it.
             return BatchStep(again=True, delay_seconds=error.retry_after or QUOTA_WAIT_SECONDS, attempt=batch.attempt)
+        if error.reason in (SYNC_IN_PROGRESS, WRITE_OUTCOME_UNKNOWN):
+            # A write still in flight: come back once it surely arrived (or never will), then reconcile it.
+            delay = (
+                error.retry_after if isinstance(error, ProviderError) and error.retry_after else INTENT_STALE_SECONDS
+            )
+            return BatchStep(again=True, delay_seconds=delay, attempt=batch.attempt)
         transient = isinstance(error, ProviderError) and error.retryable
         if transient and batch.attempt + 1 < BATCH_ATTEMPTS:
             return BatchStep(again=True, delay_seconds=min(300.0, 5.0 * 2**batch.attempt), attempt=batch.attempt + 1)

@@ -27,7 +27,7 @@ from crm_hub.providers import (
     WriteResult,
 )
 
-__all__ = ["BeforeWrite", "ContactWriter", "PlannedWrite"]
+__all__ = ["WRITE_OUTCOME_UNKNOWN", "BeforeWrite", "ContactWriter", "PlannedWrite"]
 
 
 @dataclass
@@ -210,7 +210,7 @@ class ContactWriter:
                     f"{crm.label} failed while creating contacts ({error.message}); they may or may not have been "
                     "created — check before syncing again.",
                     provider=crm.name,
-                    reason="WRITE_OUTCOME_UNKNOWN",
+                    reason=WRITE_OUTCOME_UNKNOWN,
                 ) from error
             found = await self._lookup(crm, tokens, [write.item.email or "" for write in creates])
             answered: list[tuple[PlannedWrite, WriteResult]] = []
@@ -219,8 +219,13 @@ class ContactWriter:
                 appeared = [cid for cid in found.get(write.item.email or "", []) if cid not in (write.seen or ())]
                 if appeared:
                     answered.append((write, WriteResult(contact_id=appeared[0], created=True)))
+                elif _may_be_in_flight(error):
+                    # No answer came (a timeout, a reset, a gateway timeout): the create may still be on its way
+                    # and land after our lookup. Sending it again could make two; its intent stays open, to be
+                    # checked again once it surely arrived or never will.
+                    answered.append((write, WriteResult(error=_outcome_unknown(crm, error))))
                 else:
-                    again.append(write)  # nothing was written for it: one more try is safe
+                    again.append(write)  # the CRM answered, and nothing was written for it: one more try is safe
             return answered + (await self._create_once(crm, tokens, again) if again else [])
 
     async def _create_once(
@@ -229,6 +234,25 @@ class ContactWriter:
         contacts = [ContactInput(properties=w.item.payload, email=w.item.email) for w in creates]
         results = await self._retry.run(lambda: crm.create_contacts(tokens, contacts), idempotent=False)
         return _paired(crm, creates, results)
+
+
+#: Answers a gateway gives when the CRM behind it did not answer in time: the request may still be running there.
+_GATEWAY_TIMEOUTS = (504, 524)
+#: The reason of a write whose outcome cannot be known yet; its intent stays open until it is reconciled.
+WRITE_OUTCOME_UNKNOWN = "WRITE_OUTCOME_UNKNOWN"
+
+
+def _may_be_in_flight(error: ProviderError) -> bool:
+    return error.status is None or error.status in _GATEWAY_TIMEOUTS
+
+
+def _outcome_unknown(crm: CrmProvider, error: ProviderError) -> Unavailable:
+    return Unavailable(
+        f"{crm.label} did not answer the create in time ({error.message}); the contact may still appear. crm_hub "
+        "checks again in a few minutes and records what happened — no second contact is made meanwhile.",
+        provider=crm.name,
+        reason=WRITE_OUTCOME_UNKNOWN,
+    )
 
 
 def _turns(items: Sequence[SyncItem]) -> list[list[SyncItem]]:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -33,6 +34,9 @@ MAPPINGS: dict[str, dict[str, str]] = {
     "hubspot": {"email": "email", "name": "firstname", "company": "company", "phone": "phone"},
     "salesforce": {"email": "Email", "name": "LastName", "phone": "Phone"},
 }
+#: Backends the sandbox runs on: PostgreSQL (production's) in ``make test``; ``make fuzz`` adds SQLite. Running
+#: every sandbox test on both would double their time in make test for little: the fault matrix covers both.
+SANDBOX_DATABASES = os.environ.get("CRM_HUB_FUZZ_DATABASES", "postgresql").split(",")
 _START_TIMEOUT_SECONDS = 30.0
 _STOP_TIMEOUT_SECONDS = 20.0
 
@@ -52,6 +56,15 @@ class Sandbox:
 
     def log_tail(self, characters: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-characters:]
+
+
+def on_sandbox_databases() -> pytest.MarkDecorator:
+    """``pytestmark`` for a module of sandbox tests: ``database_url`` only on SANDBOX_DATABASES."""
+    params: list[Any] = [
+        pytest.param(name, id=name, marks=[pytest.mark.postgres] if name == "postgresql" else [])
+        for name in SANDBOX_DATABASES
+    ]
+    return pytest.mark.parametrize("database_url", params, indirect=True, scope="session")
 
 
 def free_port() -> int:

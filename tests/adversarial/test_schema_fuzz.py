@@ -2,12 +2,14 @@
 and every answer is what gateway/openapi.json says it is.
 
 schemathesis generates requests from ``gateway/openapi.json`` — valid ones, and invalid ones (wrong JSON types,
-strings that are not UTF-8 once percent-decoded, odd header names, missing bodies, unexpected methods) — and sends
-them to `crm-hub up --sandbox` (gRPC server + Envoy, both fake CRMs connected for the token's team). It runs three
-times: as an admin, as a member, and with no token at all (schemathesis then makes up Authorization headers too).
+odd header names, missing or extra parameters, unexpected methods) — and sends them to `crm-hub up --sandbox`
+(gRPC server + Envoy, both fake CRMs connected for the token's team). It runs three times: as an admin, as a
+member, and with no token at all (schemathesis then makes up Authorization headers too). What it cannot generate
+(bytes that are not UTF-8, NULs, bodies past the message limit) test_malformed_requests.py sends by hand.
 
 The run is seeded and deterministic, so CI sees the same requests every time; ``make fuzz`` runs the same tests
-with many more examples, shrinking failures to a minimal request (``CRM_HUB_FUZZ_*`` below).
+with many more examples, shrinking failures to a minimal request (``CRM_HUB_FUZZ_*`` below, and the databases in
+sandbox.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from tests.adversarial.sandbox import MAPPINGS, Sandbox
+from tests.adversarial.sandbox import MAPPINGS, Sandbox, on_sandbox_databases
 
 OPENAPI = Path(__file__).resolve().parents[2] / "gateway" / "openapi.json"
 
@@ -38,8 +40,6 @@ MAX_EXAMPLES = int(os.environ.get("CRM_HUB_FUZZ_EXAMPLES", "150"))
 SEED = int(os.environ.get("CRM_HUB_FUZZ_SEED", "20261204"))
 #: ``make test`` reports the first failing request as generated; ``make fuzz`` shrinks it to a minimal one.
 SHRINK = os.environ.get("CRM_HUB_FUZZ_SHRINK", "") == "1"
-#: Backends the sandbox runs on: PostgreSQL (production's) in ``make test``; ``make fuzz`` adds SQLite.
-DATABASES = os.environ.get("CRM_HUB_FUZZ_DATABASES", "postgresql").split(",")
 #: One request slower than this is a finding too (a hang), not just a slow test.
 DEADLINE = timedelta(seconds=float(os.environ.get("CRM_HUB_FUZZ_DEADLINE_SECONDS", "5")))
 
@@ -66,13 +66,7 @@ DUPLICATE_POLICIES = ("skip", "update", "create_new")
 CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance]
 
 
-def _database_params() -> list[Any]:
-    marks = {"postgresql": [pytest.mark.postgres]}
-    return [pytest.param(name, id=name, marks=marks.get(name, [])) for name in DATABASES]
-
-
-# The sandbox runs on the database(s) above only: fuzzing it on both backends would double the time in make test.
-pytestmark = pytest.mark.parametrize("database_url", _database_params(), indirect=True, scope="session")
+pytestmark = on_sandbox_databases()
 
 
 def steered_document(sandbox: Sandbox) -> dict[str, Any]:

@@ -21,6 +21,11 @@ pytestmark = on_sandbox_databases()
 
 #: Past gRPC's default 4 MiB message limit, which the gRPC server enforces on what Envoy transcodes.
 OVER_THE_MESSAGE_LIMIT = 5 * 1024 * 1024
+#: Past Envoy's default 60 KiB of request headers.
+OVER_THE_HEADER_LIMIT = 70 * 1024
+#: crm_hub's own limits on a lead (crm_hub.core.leads).
+MAX_LEAD_FIELDS = 100
+MAX_LEAD_VALUE_LENGTH = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,16 +60,52 @@ ROWS = [
         expected_reason="INVALID_JSON",
     ),
     Malformed("json-string-with-a-lone-surrogate", "POST", "/leads", 400, body=b'{"fields": {"name": "\\ud800"}}'),
+    # PostgreSQL cannot store a NUL in text: refused as the external id's is, on every backend alike.
     Malformed(
-        "nul-in-a-stored-lead-value", "POST", "/leads", 400, body=lead_body(email="nul@example.com", name="a\0b")
+        "nul-in-a-stored-lead-value",
+        "POST",
+        "/leads",
+        400,
+        body=lead_body(email="nul@example.com", name="a\0b"),
+        expected_reason="LEAD_INVALID",
     ),
     Malformed(
-        "nul-in-an-external-id", "POST", "/leads", 400, body=b'{"externalId": "x\\u0000y", "fields": {"a": "b"}}'
+        "nul-in-an-external-id",
+        "POST",
+        "/leads",
+        400,
+        body=b'{"externalId": "x\\u0000y", "fields": {"a": "b"}}',
+        expected_reason="LEAD_INVALID",
     ),
     Malformed("object-as-a-lead-field-value", "POST", "/leads", 400, body=b'{"fields": {"email": {}}}'),
     Malformed(
         "object-as-a-mapping-value", "POST", "/integrations/hubspot/mapping", 400, body=b'{"mapping": {"email": {}}}'
     ),
+    Malformed(
+        "json-nested-past-the-parser-depth",
+        "POST",
+        "/leads",
+        400,
+        body=b'{"fields": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        expected_reason="INVALID_JSON",
+    ),
+    Malformed(
+        "lead-value-one-past-the-length-limit",
+        "POST",
+        "/leads",
+        400,
+        body=lead_body(email="long@example.com", note="x" * (MAX_LEAD_VALUE_LENGTH + 1)),
+        expected_reason="LEAD_INVALID",
+    ),
+    Malformed(
+        "lead-one-field-past-the-field-limit",
+        "POST",
+        "/leads",
+        400,
+        body=lead_body(**{f"f{i}": "v" for i in range(MAX_LEAD_FIELDS + 1)}),
+        expected_reason="LEAD_INVALID",
+    ),
+    Malformed("page-size-past-int32", "GET", "/leads/some-lead/timeline?pageSize=99999999999", 400),
     Malformed("json-body-that-is-an-array", "POST", "/leads", 400, body=b"[]"),
     Malformed("json-body-that-is-null", "POST", "/crm/sync/lead/some-lead", 400, body=b"null"),
     Malformed(
@@ -73,6 +114,13 @@ ROWS = [
         "/leads",
         413,
         body=lead_body(email="big@example.com", note="x" * OVER_THE_MESSAGE_LIMIT),
+    ),
+    Malformed(
+        "header-block-past-the-gateway-limit",
+        "GET",
+        "/integrations/status",
+        431,
+        headers=((b"x-padding", b"p" * OVER_THE_HEADER_LIMIT),),
     ),
     # What is odd here is only a header crm_hub has no use for: it is ignored, as HTTP says unknown headers are.
     Malformed("header-name-gRPC-metadata-cannot-carry", "GET", "/integrations/status", 200, headers=((b"x|y", b"1"),)),

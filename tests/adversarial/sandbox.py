@@ -106,6 +106,7 @@ def sandbox_process(database_url: str, data_dir: Path) -> Iterator[Sandbox]:
             yield sandbox
         finally:
             process.send_signal(signal.SIGTERM)
+            returncode: int | None
             try:
                 returncode = process.wait(timeout=_STOP_TIMEOUT_SECONDS)
             except subprocess.TimeoutExpired:

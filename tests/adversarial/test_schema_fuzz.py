@@ -77,7 +77,7 @@ def steered_document(sandbox: Sandbox) -> dict[str, Any]:
     set of valid values (the enum is a subset of the strings), so every check judges by the original document,
     but about half the generated requests now reach the connected CRMs, the saved mappings and the sync.
     """
-    document = copy.deepcopy(json.loads(OPENAPI.read_text()))
+    document: dict[str, Any] = copy.deepcopy(json.loads(OPENAPI.read_text()))
     real_values = {"kind": sorted(MAPPINGS), "lead_id": list(sandbox.lead_ids)}
     for path_item in document["paths"].values():
         for operation in path_item.values():

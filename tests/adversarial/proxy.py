@@ -53,6 +53,7 @@ class DroppingProxy:
         #: (method, path, applied) of every request whose connection was dropped, in order.
         self.dropped: list[tuple[str, str, bool]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def drop_next(self, method: str, path: str, *, applied: bool, n: int = 1) -> None:
         """Drop the connection of the next ``n`` ``method`` requests to a path starting with ``path``."""
@@ -74,7 +75,9 @@ class DroppingProxy:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        self._writers.add(client_writer)
         upstream_reader, upstream_writer = await asyncio.open_connection(*self._upstream)
+        self._writers.add(upstream_writer)
         connection = _Connection()
         downstream = asyncio.create_task(self._relay_answers(upstream_reader, client_writer, connection))
         try:
@@ -101,6 +104,7 @@ class DroppingProxy:
                 await downstream
             for writer in (client_writer, upstream_writer):
                 writer.transport.abort()
+                self._writers.discard(writer)
             if task is not None:
                 self._tasks.discard(task)
 
@@ -115,11 +119,12 @@ class DroppingProxy:
             await client.drain()
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await task
+        """Close every connection still open; their handlers then end on their own (cancelling the task of a
+        ``start_server`` callback makes asyncio log it as an error)."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes, str, str] | None:

@@ -7,7 +7,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: install run sandbox test lint typecheck buf-lint check-generated generate pytest bench
+.PHONY: install run sandbox test lint typecheck buf-lint check-generated generate pytest bench fuzz
 
 ## install: create .venv with crm_hub, its first-party plugins and the dev tools (idempotent)
 install: $(VENV)/.installed
@@ -61,6 +61,14 @@ generate: $(VENV)/.installed
 
 pytest:
 	$(BIN)/pytest
+
+## fuzz: the REST schema fuzzer at length (not part of `make test`): many more examples, failures shrunk to a
+## minimal request, on PostgreSQL and SQLite. `make fuzz FUZZ_SEED=$$RANDOM` explores inputs CI never sent.
+FUZZ_EXAMPLES ?= 1000
+FUZZ_SEED ?= 20261204
+fuzz: install
+	CRM_HUB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CRM_HUB_FUZZ_SEED=$(FUZZ_SEED) CRM_HUB_FUZZ_SHRINK=1 \
+	CRM_HUB_FUZZ_DATABASES=postgresql,sqlite $(BIN)/pytest tests/adversarial/test_schema_fuzz.py
 
 ## bench: run the benchmarks in bench/ (not part of `make test`)
 bench: install

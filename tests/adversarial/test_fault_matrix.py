@@ -309,11 +309,14 @@ ROWS = [
         synced("updated"),
         existing=True,
     ),
+    # Salesforce may rotate refresh tokens: a refresh that failed after reaching it may have spent the token, and
+    # sending it again would end the chain. So it is not resent; the sync is UNAVAILABLE and writes nothing (the
+    # next sync refreshes again: tests/e2e/test_salesforce_flow.py).
     Row(
-        "salesforce-500-on-the-token-endpoint-during-a-refresh-is-retried",
+        "salesforce-500-on-the-token-endpoint-during-a-refresh-is-not-resent-with-a-spent-token",
         "salesforce",
         fail_refresh(500),
-        synced("created"),
+        refused("UNAVAILABLE", "PROVIDER_UNAVAILABLE", contacts=0),
     ),
     # Salesforce takes duplicate emails, and a create that timed out may still land: neither a lookup now nor
     # one more create can be trusted. The honest answer is "outcome unknown" — and the late create is the one

@@ -272,6 +272,12 @@ async def test_cancelling_a_job_ends_the_leads_it_has_not_reached_as_cancelled(h
     assert job.counts.cancelled > 0
     assert job.counts.cancelled + job.counts.created == 300  # every lead has exactly one outcome
     assert len(hubspot.fake.contacts) == job.counts.created
+    results = await all_results(hubspot, job.id, page_size=1000)
+    cancelled_lead = next(result.lead_id for result in results if result.outcome == "cancelled")
+    timeline = await hubspot.leads.ListTimelineEvents(
+        leads_pb2.ListTimelineEventsRequest(lead_id=cancelled_lead), metadata=hubspot.auth()
+    )
+    assert [(e.action, e.job_id) for e in timeline.events] == [("cancelled", job.id)]
     again = await hubspot.sync.CancelSyncJob(
         sync_pb2.CancelSyncJobRequest(job_id=started.job.id), metadata=hubspot.auth("member")
     )
@@ -381,6 +387,12 @@ async def test_expired_credentials_fail_the_job_and_every_lead_it_had_left(hubsp
 
     assert (job.state, job.error_reason, job.counts.failed) == ("failed", "CREDENTIALS_EXPIRED", 150)
     assert hubspot.fake.contacts == {}
+    timeline = await hubspot.leads.ListTimelineEvents(
+        leads_pb2.ListTimelineEventsRequest(lead_id=lead_ids[-1]), metadata=hubspot.auth()
+    )
+    assert [(e.action, e.error_reason, e.job_id) for e in timeline.events] == [
+        ("failed", "CREDENTIALS_EXPIRED", job.id)
+    ]
     await hubspot.application.notifications.drain()
     summaries = [text for text in hubspot.slack if "Sync job" in text]
     assert len(summaries) == 1, "one summary per job, never a message per lead"

@@ -12,10 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Text, and_, case, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_hub.storage.models import Lead, LeadSyncState, SyncJob, SyncJobResult, new_id, utcnow
+from crm_hub.storage.models import (
+    Lead,
+    LeadSyncState,
+    SyncJob,
+    SyncJobResult,
+    TimelineEvent,
+    UTCDateTime,
+    new_id,
+    utcnow,
+)
 from crm_hub.storage.repositories import _insert
 
 __all__ = [
@@ -321,6 +330,12 @@ class JobRepository:
         count = select(func.count()).where(SyncJobResult.job_id == job.id)
         return int(await self._session.scalar(count) or 0)
 
+    def _new_id(self) -> ColumnElement[str]:
+        """A fresh row id made by the database (32 hex characters, like ``new_id``), for INSERT ... SELECT."""
+        if self._session.get_bind().dialect.name == "sqlite":
+            return func.lower(func.hex(func.randomblob(16)))
+        return func.md5(func.cast(func.random(), Text) + func.cast(func.clock_timestamp(), Text))
+
     async def pending(self, job_id: str, limit: int) -> builtins.list[str]:
         """The next ``limit`` lead ids the job has not reached, in id order."""
         statement = (
@@ -370,7 +385,43 @@ class JobRepository:
             )
 
     async def close_pending(self, job: SyncJob, outcome: str, *, reason: str | None, message: str) -> int:
-        """Give every lead the job has not reached ``outcome`` (failed or cancelled); how many there were."""
+        """Give every lead the job has not reached ``outcome`` (failed or cancelled), in its results and in its
+        timeline; how many there were."""
+        pending = (
+            select(
+                self._new_id(),
+                SyncJobResult.team_id,
+                SyncJobResult.lead_id,
+                literal(job.provider),
+                literal(outcome),
+                literal(False),
+                literal(reason),
+                literal(message),
+                literal(job.actor),
+                literal(job.request_id),
+                literal(0),
+                literal(job.id),
+                literal(utcnow(), UTCDateTime()),
+            )
+            .join(Lead, Lead.id == SyncJobResult.lead_id)  # a lead deleted meanwhile has no timeline left
+            .where(SyncJobResult.job_id == job.id, SyncJobResult.outcome == PENDING)
+        )
+        columns = [
+            "id",
+            "team_id",
+            "lead_id",
+            "provider",
+            "action",
+            "dry_run",
+            "error_reason",
+            "message",
+            "actor",
+            "request_id",
+            "duration_ms",
+            "job_id",
+            "created_at",
+        ]
+        await self._session.execute(insert(TimelineEvent).from_select(columns, pending))
         statement = (
             update(SyncJobResult)
             .where(SyncJobResult.job_id == job.id, SyncJobResult.outcome == PENDING)

@@ -39,6 +39,7 @@ from crm_hub.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    ProviderError,
     RateLimited,
     RefreshRejected,
     Unavailable,
@@ -148,9 +149,16 @@ class SyncEngine:
         async with self._database.session() as session:
             lead = LeadRecord.of(await LeadRepository(session).get(caller.team_id, lead_id))
             integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
-        target = await self.target(caller, crm, integration)
-        result = await self.sync_batch(caller, target, [lead], policy, dry_run=dry_run, force=force)
-        outcome = result.outcomes[lead.id]
+        mapping = self.check_gate(crm, integration)
+        try:
+            target = SyncTarget(crm=crm, mapping=mapping, fields=await self._catalog.fields_of(caller, crm))
+        except ProviderError as error:  # the CRM failed before the lead's turn came: a sync that failed all the same
+            target = SyncTarget(crm=crm, mapping=mapping, fields=[])
+            outcome = _failed({}, error, dry_run)
+            await self.record(caller, target, {lead.id: outcome}, dry_run=dry_run, job=None, crm_calls=0, duration_ms=0)
+        else:
+            result = await self.sync_batch(caller, target, [lead], policy, dry_run=dry_run, force=force)
+            outcome = result.outcomes[lead.id]
         if not dry_run:
             if outcome.error is not None:
                 if not isinstance(outcome.error, RefreshRejected):  # that one is told as credentials_expired

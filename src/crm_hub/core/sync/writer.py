@@ -219,14 +219,17 @@ class ContactWriter:
                 appeared = [cid for cid in found.get(write.item.email or "", []) if cid not in (write.seen or ())]
                 if appeared:
                     answered.append((write, WriteResult(contact_id=appeared[0], created=True)))
-                elif _may_be_in_flight(error):
+                elif _may_be_in_flight(error) and not crm.capabilities.unique_email:
                     # No answer came (a timeout, a reset, a gateway timeout): the create may still be on its way
                     # and land after our lookup. Sending it again could make two; its intent stays open, to be
                     # checked again once it surely arrived or never will.
                     answered.append((write, WriteResult(error=_outcome_unknown(crm, error))))
                 else:
-                    again.append(write)  # the CRM answered, and nothing was written for it: one more try is safe
-            return answered + (await self._create_once(crm, tokens, again) if again else [])
+                    # The CRM answered and nothing was written — or it refuses a second contact with the email,
+                    # so a first one landing meanwhile makes this one fail, naming it: one more try is safe.
+                    again.append(write)
+            retried = await self._create_once(crm, tokens, again) if again else []
+            return answered + [(write, _ours_if_it_appeared(write, result)) for write, result in retried]
 
     async def _create_once(
         self, crm: CrmProvider, tokens: TokenSet, creates: Sequence[PlannedWrite]
@@ -253,6 +256,16 @@ def _outcome_unknown(crm: CrmProvider, error: ProviderError) -> Unavailable:
         provider=crm.name,
         reason=WRITE_OUTCOME_UNKNOWN,
     )
+
+
+def _ours_if_it_appeared(write: PlannedWrite, result: WriteResult) -> WriteResult:
+    """A retried create refused as a duplicate of a contact that was not there before the first try: that
+    contact is the first try's (its answer was lost)."""
+    existing = result.error.metadata.get("contact_id") if result.error is not None else None
+    duplicate = result.error is not None and result.error.reason == DUPLICATE_CONTACT
+    if duplicate and existing and existing not in (write.seen or ()):
+        return WriteResult(contact_id=existing, created=True)
+    return result
 
 
 def _turns(items: Sequence[SyncItem]) -> list[list[SyncItem]]:

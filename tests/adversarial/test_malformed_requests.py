@@ -9,8 +9,8 @@ HTTP/1.1 connection, so nothing between the test and Envoy cleans them up.
 
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import select
 import socket
 from dataclasses import dataclass

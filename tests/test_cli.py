@@ -428,3 +428,18 @@ async def test_rotate_keys_never_overwrites_tokens_refreshed_meanwhile(
     assert result.code == 0
     envelope = (await _stored_envelopes(migrated_database_url))[team]
     assert new_vault.decrypt(envelope, team_id=team, provider=PROVIDER) == REFRESHED_TOKENS
+
+
+@pytest.mark.parametrize("command", ["up", "gateway"])
+def test_production_refuses_a_plaintext_gateway_beyond_loopback_before_starting_anything(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("CRM_HUB_ENV", "production")
+    monkeypatch.setenv("CRM_HUB_HTTP_ADDRESS", "0.0.0.0:8443")
+
+    result = run(capsys, command)
+
+    assert result.code == 2
+    assert "refuses to listen in plaintext on 0.0.0.0:8443" in result.err
+    assert "CRM_HUB_TLS_CERT" in result.err
+    assert "CRM_HUB_BEHIND_TLS_PROXY" in result.err

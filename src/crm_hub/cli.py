@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from crm_hub.application import Application, jwt_secret_for
 from crm_hub.auth import Role, mint_token
-from crm_hub.config import Settings
+from crm_hub.config import Settings, check_listener_security
 from crm_hub.errors import ConfigurationError, VaultError
 from crm_hub.log import configure_logging
 from crm_hub.plugins import PluginHost
@@ -40,6 +40,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     from crm_hub.gateway import GatewayError, GatewaySettings, run_up
 
     gateway = GatewaySettings.from_env()
+    _check_gateway_listener(settings, gateway)
     try:
         if args.sandbox:
             return asyncio.run(_up_in_sandbox(settings, gateway))
@@ -67,7 +68,15 @@ async def _up_in_sandbox(settings: Settings, gateway: GatewaySettings) -> int:
 def _gateway(settings: Settings, _: argparse.Namespace) -> int:
     from crm_hub.gateway import GatewaySettings, run_gateway
 
-    return asyncio.run(run_gateway(GatewaySettings.from_env()))
+    gateway = GatewaySettings.from_env()
+    _check_gateway_listener(settings, gateway)
+    return asyncio.run(run_gateway(gateway))
+
+
+def _check_gateway_listener(settings: Settings, gateway: GatewaySettings) -> None:
+    check_listener_security(
+        settings, str(gateway.http_address), tls=gateway.tls, tls_settings="CRM_HUB_TLS_CERT and CRM_HUB_TLS_KEY"
+    )
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:

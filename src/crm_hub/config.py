@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from crm_hub.errors import ConfigurationError
 
-__all__ = ["DEFAULT_GRPC_ADDRESS", "Settings"]
+__all__ = ["DEFAULT_GRPC_ADDRESS", "Settings", "check_listener_security"]
 
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
 
@@ -113,3 +114,28 @@ class Settings:
             grpc_tls_client_ca=client_ca,
             behind_tls_proxy=_flag(env, "CRM_HUB_BEHIND_TLS_PROXY"),
         )
+
+
+def check_listener_security(settings: Settings, address: str, *, tls: bool, tls_settings: str) -> None:
+    """In production, refuse to listen in plaintext beyond loopback unless a TLS-terminating proxy is declared.
+
+    ``tls_settings`` names the variables that would give this listener TLS, for the error message.
+    """
+    if not settings.production or tls or settings.behind_tls_proxy:
+        return
+    if not _is_loopback(address.rpartition(":")[0]):
+        raise ConfigurationError(
+            f"CRM_HUB_ENV=production refuses to listen in plaintext on {address}: set {tls_settings}, listen on "
+            "loopback, or set CRM_HUB_BEHIND_TLS_PROXY=true if a TLS-terminating proxy (the gateway with "
+            "CRM_HUB_TLS_CERT, a load balancer) is the only way in."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or "" (every interface)

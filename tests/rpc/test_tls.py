@@ -11,9 +11,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crm_hub.application import Application
-from crm_hub.config import Settings
+from crm_hub.config import Settings, check_listener_security
 from crm_hub.errors import ConfigurationError
-from crm_hub.rpc.server import check_listener_security, create_server
+from crm_hub.rpc.server import create_server
 from crm_hub.v1 import status_pb2, status_pb2_grpc
 from tests.support.app import bearer
 from tests.support.certificates import ThrowawayAuthority
@@ -112,25 +112,25 @@ async def test_mutual_tls_refuses_a_certificate_of_another_authority(
 @pytest.mark.parametrize("address", ["0.0.0.0:50051", "10.0.0.5:50051", "[::]:50051", "crm-hub:50051"])
 def test_production_refuses_a_plaintext_listener_beyond_loopback(address: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
-        check_listener_security(Settings(environment="production"), address)
-    assert "CRM_HUB_GRPC_TLS_CERT" in caught.value.message
+        check_listener_security(Settings(environment="production"), address, tls=False, tls_settings="CRM_HUB_X")
+    assert "CRM_HUB_X" in caught.value.message
     assert "CRM_HUB_BEHIND_TLS_PROXY" in caught.value.message
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:50051", "[::1]:50051", "localhost:50051", "127.0.0.9:1"])
 def test_production_may_listen_in_plaintext_on_loopback(address: str) -> None:
-    check_listener_security(Settings(environment="production"), address)
+    check_listener_security(Settings(environment="production"), address, tls=False, tls_settings="")
 
 
-def test_production_may_listen_in_plaintext_behind_a_declared_tls_proxy(tmp_path: Path) -> None:
-    check_listener_security(Settings(environment="production", behind_tls_proxy=True), "0.0.0.0:50051")
+def test_production_may_listen_in_plaintext_behind_a_declared_tls_proxy() -> None:
     check_listener_security(
-        Settings(environment="production", grpc_tls_cert=tmp_path / "c", grpc_tls_key=tmp_path / "k"), "0.0.0.0:1"
+        Settings(environment="production", behind_tls_proxy=True), "0.0.0.0:50051", tls=False, tls_settings=""
     )
+    check_listener_security(Settings(environment="production"), "0.0.0.0:1", tls=True, tls_settings="")
 
 
 def test_development_may_listen_in_plaintext_anywhere() -> None:
-    check_listener_security(Settings(), "0.0.0.0:50051")
+    check_listener_security(Settings(), "0.0.0.0:50051", tls=False, tls_settings="")
 
 
 async def test_create_server_refuses_a_production_plaintext_listener_before_binding(application: Application) -> None:

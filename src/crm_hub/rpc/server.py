@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 from pathlib import Path
@@ -14,7 +13,7 @@ from grpc_health.v1._async import HealthServicer  # health.aio, which the type s
 from grpc_reflection.v1alpha import reflection
 
 from crm_hub.application import Application
-from crm_hub.config import Settings
+from crm_hub.config import Settings, check_listener_security
 from crm_hub.errors import ConfigurationError
 from crm_hub.rpc.interceptors import MAX_REQUEST_BYTES, ServerInterceptor
 from crm_hub.rpc.servicers import (
@@ -69,7 +68,12 @@ async def create_server(
     Returns the server, the bound port and the health servicer (whose status ``serve`` flips).
     """
     bind_address = address or application.settings.grpc_address
-    check_listener_security(application.settings, bind_address)
+    check_listener_security(
+        application.settings,
+        bind_address,
+        tls=application.settings.grpc_tls_cert is not None,
+        tls_settings="CRM_HUB_GRPC_TLS_CERT and CRM_HUB_GRPC_TLS_KEY",
+    )
     server = grpc.aio.server(interceptors=[ServerInterceptor(application.verifier)], options=SERVER_OPTIONS)
     integrations_pb2_grpc.add_IntegrationsServiceServicer_to_server(IntegrationsServicer(application), server)
     fields_pb2_grpc.add_FieldsServiceServicer_to_server(FieldsServicer(application), server)
@@ -107,28 +111,6 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
-
-
-def check_listener_security(settings: Settings, address: str) -> None:
-    """In production, refuse to serve plaintext beyond loopback unless a TLS-terminating proxy is declared."""
-    if not settings.production or settings.grpc_tls_cert is not None or settings.behind_tls_proxy:
-        return
-    if not _is_loopback(address.rpartition(":")[0]):
-        raise ConfigurationError(
-            f"CRM_HUB_ENV=production refuses to serve gRPC in plaintext on {address}: set CRM_HUB_GRPC_TLS_CERT and "
-            "CRM_HUB_GRPC_TLS_KEY, listen on loopback, or set CRM_HUB_BEHIND_TLS_PROXY=true if a TLS-terminating "
-            "proxy (the gateway with CRM_HUB_TLS_CERT, a load balancer) is the only way in."
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name, or "" (every interface)
 
 
 def _read_pem(path: Path, setting: str) -> bytes:

@@ -129,6 +129,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         jwt_secret=JWT_SECRET,
         secret_vault_key=VAULT_KEY,
         grpc_address="127.0.0.1:0",
+        queue_name=f"test-{uuid.uuid4().hex[:12]}",
+        worker_heartbeat_seconds=1.0,
     )
 
 

@@ -20,7 +20,7 @@ from crm_hub.core.sync.jobs import SyncJobs
 from crm_hub.errors import ConfigurationError
 from crm_hub.notifications import NotificationDispatcher
 from crm_hub.plugins import PluginHost
-from crm_hub.queue import InProcessQueue
+from crm_hub.queue import InProcessQueue, ProcrastinateQueue, WorkerOptions
 from crm_hub.secret_files import load_or_create_secret
 from crm_hub.storage import Database, normalize_database_url
 from crm_hub.vault import Vault, vault_from_settings
@@ -76,7 +76,19 @@ class Application:
         fields = FieldCatalog(database, plugins, credentials, retry=retry)
         sync = SyncEngine(database, plugins, credentials, fields, notifications, retry)
         jobs = SyncJobs(database, plugins, sync, notifications)
-        jobs.queue = InProcessQueue(jobs.run_batch)
+        if database.dialect_name == "sqlite":
+            jobs.queue = InProcessQueue(jobs.run_batch)
+        else:
+            jobs.queue = ProcrastinateQueue(
+                database.url,
+                run_batch=jobs.run_batch,
+                unfinished=jobs.unfinished_batches,
+                reconcile=sync.reconcile_interrupted,
+                queue=settings.queue_name,
+                options=WorkerOptions(
+                    concurrency=settings.worker_concurrency, heartbeat_seconds=settings.worker_heartbeat_seconds
+                ),
+            )
         return cls(
             settings=settings,
             database=database,
@@ -102,12 +114,17 @@ class Application:
                 logger.warning("provider not configured", extra={"provider": provider.name, "problem": problem})
         return registry.names()
 
-    async def start_background(self) -> None:
-        """Resume what a stopped process left — unfinished jobs queued again, interrupted writes reconciled — and,
-        where this process runs the jobs itself (the embedded default), keep reconciling every minute."""
-        await self.jobs.recover()
+    async def start_background(self, *, worker: bool = False) -> None:
+        """Start what runs beside the RPCs. The embedded default runs its jobs itself: it resumes what a stopped
+        process left (unfinished jobs, interrupted writes) and keeps reconciling every minute. On PostgreSQL
+        the workers do that; ``worker`` makes this process one of them (``crm-hub up``)."""
         if isinstance(self.jobs.queue, InProcessQueue):
+            await self.jobs.recover()
             self._maintenance = asyncio.get_running_loop().create_task(self._reconcile_every(RECONCILE_SECONDS))
+        elif isinstance(self.jobs.queue, ProcrastinateQueue):
+            await self.jobs.queue.open()
+            if worker:
+                self._maintenance = asyncio.get_running_loop().create_task(self.jobs.queue.run_worker())
 
     async def _reconcile_every(self, seconds: float) -> None:
         while True:
@@ -122,7 +139,7 @@ class Application:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
-        if isinstance(self.jobs.queue, InProcessQueue):
+        if isinstance(self.jobs.queue, InProcessQueue | ProcrastinateQueue):
             await self.jobs.queue.close()
         await self.notifications.drain()
         for provider in self.plugins.providers():

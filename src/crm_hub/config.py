@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from crm_hub.errors import ConfigurationError
 
@@ -27,6 +28,20 @@ def _path(environ: Mapping[str, str], name: str) -> Path | None:
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+_N = TypeVar("_N", int, float)
+
+
+def _number(environ: Mapping[str, str], name: str, default: _N, kind: type[_N]) -> _N:
+    value = _optional(environ, name)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = kind(0)
+    if number <= 0:
+        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
+    return number
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:
@@ -64,6 +79,12 @@ class Settings:
     #: The operator says a TLS-terminating proxy sits in front: production may then listen in plaintext
     #: on an address other than loopback.
     behind_tls_proxy: bool = False
+    #: The job library's queue (PostgreSQL): replicas defer to it, workers run it. One per deployment.
+    queue_name: str = "crm_hub"
+    #: Batches one worker runs at once (each for a different CRM account).
+    worker_concurrency: int = 8
+    #: How often a worker says it is alive; one silent three times as long counts as gone and its batch reruns.
+    worker_heartbeat_seconds: float = 10.0
 
     @property
     def production(self) -> bool:
@@ -113,6 +134,9 @@ class Settings:
             grpc_tls_key=key,
             grpc_tls_client_ca=client_ca,
             behind_tls_proxy=_flag(env, "CRM_HUB_BEHIND_TLS_PROXY"),
+            queue_name=_optional(env, "CRM_HUB_QUEUE") or "crm_hub",
+            worker_concurrency=_number(env, "CRM_HUB_WORKER_CONCURRENCY", 8, int),
+            worker_heartbeat_seconds=_number(env, "CRM_HUB_WORKER_HEARTBEAT_SECONDS", 10.0, float),
         )
 
 

@@ -137,10 +137,19 @@ async def running(provider: CrmProvider, fake: Any, database_url: str, data_dir:
 
     host = PluginHost(load_entry_points=False, load_default_plugins=False)
     host.register(_Register(provider, slack_recorder(slack)), name=f"crm-hub-{provider.name}")
-    settings = Settings(database_url=database_url, data_dir=data_dir, jwt_secret=JWT_SECRET, secret_vault_key=VAULT_KEY)
+    settings = Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        jwt_secret=JWT_SECRET,
+        secret_vault_key=VAULT_KEY,
+        # A queue of its own: on PostgreSQL this test's worker runs this test's jobs only.
+        queue_name=f"test-{uuid.uuid4().hex[:12]}",
+        worker_heartbeat_seconds=1.0,
+    )
     application = Application.from_settings(settings, plugins=host, retry=RetryPolicy(sleep=no_wait))
     server, port, _ = await create_server(application, "127.0.0.1:0")
     await server.start()
+    await application.start_background(worker=True)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield World(application, channel, fake, provider.name, waits=waits, slack=slack)

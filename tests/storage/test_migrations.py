@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from crm_hub.storage import Base, Database, alembic_config, normalize_database_url, upgrade
-from crm_hub.storage.migrate import migration_connection
+from crm_hub.storage.migrate import include_object, migration_connection
 
 TABLES = {
     "teams",
@@ -29,7 +29,7 @@ TABLES = {
 
 
 def _differences(connection: Connection) -> list[Any]:
-    options = {"compare_type": True, "compare_server_default": True}
+    options = {"compare_type": True, "compare_server_default": True, "include_object": include_object}
     context = MigrationContext.configure(connection, opts=options)
     return list(compare_metadata(context, Base.metadata))
 

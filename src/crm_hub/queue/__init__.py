@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from crm_hub.queue.inprocess import InProcessQueue
+from crm_hub.queue.procrastinate_queue import ProcrastinateQueue, WorkerOptions
 
-__all__ = ["InProcessQueue"]
+__all__ = ["InProcessQueue", "ProcrastinateQueue", "WorkerOptions"]

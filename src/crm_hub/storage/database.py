@@ -95,6 +95,8 @@ class Database:
     """An engine and its session factory: the one handle the rest of crm_hub holds on the database."""
 
     def __init__(self, url: str) -> None:
+        #: The URL the engine was made from (it may carry a password: never log it).
+        self.url = url
         self.engine: AsyncEngine = create_engine(url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
 

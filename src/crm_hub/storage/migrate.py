@@ -18,10 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crm_hub.errors import ConfigurationError
 from crm_hub.storage.database import create_engine
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "migration_connection", "upgrade"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "include_object", "migration_connection", "upgrade"]
 
 #: The Alembic script directory (env.py, versions/).
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Leave procrastinate's tables (its schema comes from its own SQL files, revision 0003) out of comparisons."""
+    return not (type_ == "table" and reflected and (name or "").startswith("procrastinate"))
 
 
 def alembic_config(url: str) -> Config:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import builtins
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -330,15 +331,20 @@ class SyncJobs:
 
     # -- the worker's side ---------------------------------------------------------------------------
 
+    async def unfinished_batches(self) -> builtins.list[QueuedBatch]:
+        """A batch for every job that is queued or running (the job library dedups those already waiting)."""
+        async with self._database.session() as session:
+            unfinished = await JobRepository(session).unfinished()
+        return [QueuedBatch(job.id, job.team_id, job.provider) for job in unfinished]
+
     async def recover(self) -> int:
         """Queue again every job that is queued or running (the embedded queue forgets them on a restart),
         and reconcile the writes single syncs left open. Returns how many jobs were queued."""
         if self.queue is None:
             return 0
-        async with self._database.session() as session:
-            unfinished = await JobRepository(session).unfinished()
-        for job in unfinished:
-            await self.queue.enqueue(QueuedBatch(job.id, job.team_id, job.provider))
+        unfinished = await self.unfinished_batches()
+        for batch in unfinished:
+            await self.queue.enqueue(batch)
         await self._engine.reconcile_interrupted()
         return len(unfinished)
 

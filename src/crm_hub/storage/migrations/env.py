@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from crm_hub.storage.migrate import migration_connection
+from crm_hub.storage.migrate import include_object, migration_connection
 from crm_hub.storage.models import Base
 
 config = context.config
@@ -27,6 +27,7 @@ def run_with_connection(connection: Connection) -> None:
         # SQLite cannot ALTER most things: Alembic rebuilds the table instead ("batch" mode).
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,12 +1,14 @@
-"""The ``crm-hub`` command: serve, migrate, token, plugins, rotate-keys."""
+"""The ``crm-hub`` command: serve, up, gateway, worker, migrate, token, plugins, rotate-keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -17,6 +19,7 @@ from crm_hub.config import Settings, check_listener_security
 from crm_hub.errors import ConfigurationError, VaultError
 from crm_hub.log import configure_logging
 from crm_hub.plugins import PluginHost
+from crm_hub.queue import WorkerOptions
 from crm_hub.storage import CredentialRepository, Database, normalize_database_url, upgrade
 from crm_hub.vault import vault_from_settings
 
@@ -63,6 +66,45 @@ async def _up_in_sandbox(settings: Settings, gateway: GatewaySettings) -> int:
             os.environ.update(environment)  # read by the provider when its plugin registers it, just below
             logger.info("sandbox serving", extra={"provider": sandbox.name, "redirect_url": redirect_url})
         return await run_up(settings, gateway, application=Application.from_settings(settings, plugins=plugins))
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_hub.queue import ProcrastinateQueue
+
+    if args.concurrency is not None:
+        settings = dataclasses.replace(settings, worker_concurrency=args.concurrency)
+    application = Application.from_settings(settings)
+    if not isinstance(application.jobs.queue, ProcrastinateQueue):
+        raise ConfigurationError(
+            "crm-hub worker runs sync jobs from PostgreSQL (DATABASE_URL=postgresql://...); on the embedded SQLite "
+            "database, crm-hub serve and crm-hub up run them themselves."
+        )
+    asyncio.run(_run_worker(application))
+    return 0
+
+
+async def _run_worker(application: Application) -> None:
+    """Run batches until SIGTERM/SIGINT; a batch under way then gets its grace period, or is handed back."""
+    application.load_providers()  # a broken plugin fails the start, not the first batch
+    queue = application.jobs.queue
+    assert queue is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await application.start_background(worker=True)
+    logger.info(
+        "worker running",
+        extra={"queue": application.settings.queue_name, "concurrency": application.settings.worker_concurrency},
+    )
+    try:
+        await stop.wait()
+        logger.info("worker stopping", extra={"grace_seconds": WorkerOptions().shutdown_grace_seconds})
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await application.aclose()
+    logger.info("worker stopped")
 
 
 def _gateway(settings: Settings, _: argparse.Namespace) -> int:
@@ -170,6 +212,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(run=_up)
     commands.add_parser("gateway", help="run only Envoy, in front of CRM_HUB_GRPC_UPSTREAMS").set_defaults(run=_gateway)
+    worker = commands.add_parser("worker", help="run sync jobs from PostgreSQL until SIGTERM (as many as you like)")
+    worker.add_argument("--concurrency", type=int, help="batches run at once, for different CRM accounts (default 8)")
+    worker.set_defaults(run=_worker)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_migrate)
     token = commands.add_parser("token", help="mint a short-lived development token from JWT_SECRET")
     token.add_argument("--team", required=True, help="team_id claim")

@@ -446,7 +446,7 @@ async def run_up(
         providers = app.load_providers()  # before binding: a broken plugin fails the start
         server, port, health = await create_server(app)
         await server.start()
-        await app.start_background()
+        await app.start_background(worker=True)  # everything in one process: on PostgreSQL it runs jobs too
         try:
             bound = parse_address(settings.grpc_address, setting="CRM_HUB_GRPC_ADDRESS")
             upstream = HostPort(bound.host, port)

@@ -5,8 +5,8 @@ on any machine, sharing one database.
                               and provider); queues the job's next batch as it ends
     crm_hub.resume_jobs       every 30 s: a job that is queued or running but has no batch waiting (its worker
                               was stopped mid-batch, a batch was aborted) gets one again
-    crm_hub.retry_stalled     every 15 s: a batch whose worker stopped sending heartbeats (``kill -9``, a lost
-                              machine) is queued again, which also frees its account lock
+    crm_hub.retry_stalled     every 15 s (half the stall time): a batch whose worker stopped sending heartbeats
+                              (``kill -9``, a lost machine) is queued again, which also frees its account lock
     crm_hub.reconcile         every minute: writes single syncs left open (the process died mid-write)
 
 At most one batch of a job waits at a time (a queueing lock per job), so a job never runs twice in parallel;
@@ -104,7 +104,9 @@ class ProcrastinateQueue:
             for batch in await self._unfinished():
                 await self.enqueue(batch)
 
-        @app.periodic(cron="*/15 * * * * *", periodic_id=queue)
+        sweep_every = max(1, round(options.stalled_seconds / 2))
+
+        @app.periodic(cron=f"*/{sweep_every} * * * * *", periodic_id=queue)
         @app.task(name="crm_hub.retry_stalled", queue=queue, queueing_lock=f"{queue}:retry_stalled", pass_context=True)
         async def retry_stalled(context: procrastinate.JobContext, timestamp: int) -> None:
             manager = context.app.job_manager

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from crm_hub.auth import TokenVerifier
 from crm_hub.config import Settings
+from crm_hub.core.budget import RateBudgets
 from crm_hub.core.connections import ConnectionService
 from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
@@ -74,8 +75,9 @@ class Application:
         notifications = NotificationDispatcher(plugins.notifiers())
         credentials = CredentialStore(database, vault, notifications, retry=retry)
         fields = FieldCatalog(database, plugins, credentials, retry=retry)
-        sync = SyncEngine(database, plugins, credentials, fields, notifications, retry)
-        jobs = SyncJobs(database, plugins, sync, notifications)
+        budgets = RateBudgets(database)
+        sync = SyncEngine(database, plugins, credentials, fields, notifications, retry, budgets)
+        jobs = SyncJobs(database, plugins, sync, notifications, budgets=budgets)
         if database.dialect_name == "sqlite":
             jobs.queue = InProcessQueue(jobs.run_batch)
         else:
@@ -102,7 +104,7 @@ class Application:
             sync=sync,
             jobs=jobs,
             leads=LeadService(database),
-            status=StatusReporter(database, plugins),
+            status=StatusReporter(database, plugins, budgets),
         )
 
     def load_providers(self) -> list[str]:

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from crm_hub.errors import ProviderError
+from crm_hub.errors import ConfigurationError, ProviderError
 
 __all__ = [
     "DUPLICATE_CONTACT",
@@ -41,6 +41,7 @@ __all__ = [
     "PartialWrite",
     "ProviderCapabilities",
     "Quota",
+    "RateLimit",
     "TokenSet",
     "WriteResult",
     "crm_request",
@@ -116,6 +117,35 @@ class TokenSet:
             scopes=tuple(data.get("scopes") or ()),
             extra=dict(data.get("extra") or {}),
         )
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A limit the CRM puts on one account's requests: at most ``requests`` in any ``per_seconds`` window.
+
+    The core keeps it for every team's account, shared by all replicas and workers: a request waits for its
+    slot rather than being refused by the CRM. OAuth token requests do not count (they are the app's, not the
+    account's).
+    """
+
+    name: str
+    requests: int
+    per_seconds: float
+
+    @classmethod
+    def parse(cls, text: str, *, setting: str) -> RateLimit | None:
+        """``"110/10s"`` → 110 requests per 10 s; ``"off"`` → None. ConfigurationError naming ``setting``."""
+        value = text.strip().lower()
+        if value in ("off", "none", "0"):
+            return None
+        requests, _, window = value.partition("/")
+        try:
+            count, seconds = int(requests), float(window.removesuffix("s") or "nan")
+        except ValueError:
+            count, seconds = 0, 0.0
+        if count < 2 or not seconds > 0:
+            raise ConfigurationError(f"{setting} must look like 110/10s (requests per seconds) or off, not {text!r}.")
+        return cls(name=f"{window.removesuffix('s')}s", requests=count, per_seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -356,6 +386,12 @@ class CrmProvider(ABC):
     async def upsert_contacts_by_email(self, tokens: TokenSet, contacts: Sequence[ContactInput]) -> list[WriteResult]:
         """Create-or-update by email in one call. Only called when ``capabilities.upsert_by_email``."""
         raise NotImplementedError(f"{type(self).__name__} does not upsert by email")
+
+    def rate_limits(self) -> Sequence[RateLimit]:
+        """The CRM's limits on one account's requests (HubSpot: 110 per 10 s for a public app), for the core to
+        keep; none by default. A limit the CRM only reports in its answers (a daily allowance) goes in
+        ``CrmRequest.answered(..., quota=...)`` instead."""
+        return ()
 
     def configuration_problem(self) -> str | None:
         """What an operator must set before teams can connect (e.g. missing client credentials), or None.

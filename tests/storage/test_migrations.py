@@ -25,6 +25,7 @@ TABLES = {
     "lead_sync_states",
     "sync_jobs",
     "sync_job_results",
+    "rate_budgets",
 }
 
 
@@ -69,7 +70,7 @@ async def test_every_foreign_key_cascades_on_delete(database: Database) -> None:
     async with database.engine.connect() as connection:
         found = await connection.run_sync(foreign_keys)
 
-    assert len(found) == 11
+    assert len(found) == 12
     assert {option.upper() for option in found.values()} == {"CASCADE"}
 
 

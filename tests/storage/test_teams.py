@@ -22,8 +22,8 @@ from crm_hub.storage import (
     TeamRepository,
     TimelineRepository,
 )
-from crm_hub.storage.models import SyncJob
-from crm_hub.storage.sync import JobRepository, StateChange, SyncStateRepository
+from crm_hub.storage.models import SyncJob, utcnow
+from crm_hub.storage.sync import JobRepository, RateBudgetRepository, StateChange, SyncStateRepository
 
 
 async def test_ensuring_a_team_twice_keeps_one_row(database: Database) -> None:
@@ -95,6 +95,7 @@ async def test_deleting_a_team_cascades(database: Database, team_id: str, other_
                 )
             )
             await JobRepository(session).select_leads(job)
+            await RateBudgetRepository(session).record_quotas(owner, "hubspot", [("daily", 1, 10, 86400)], at=utcnow())
 
     async def rows_owned_by(owner: str) -> dict[str, int]:
         async with database.session() as session:
@@ -123,6 +124,7 @@ async def test_deleting_a_team_cascades(database: Database, team_id: str, other_
         "lead_sync_states": 1,
         "sync_jobs": 1,
         "sync_job_results": 1,
+        "rate_budgets": 1,
     }
     assert await rows_owned_by(team_id) == dict.fromkeys(expected, 0)
     assert await rows_owned_by(other_team_id) == expected

@@ -20,7 +20,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from crm_hub.errors import ProviderError
 
-__all__ = ["RetryPolicy", "retry_deadline"]
+__all__ = ["RetryPolicy", "retry_deadline", "time_left"]
 
 #: When the work of the current request must be done (time.monotonic()); retries never wait past it.
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("crm_hub_retry_deadline", default=None)
@@ -35,6 +35,12 @@ def retry_deadline(at: float | None) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds until the current request's deadline (``retry_deadline``), or None outside one."""
+    at = _deadline.get()
+    return None if at is None else max(0.0, at - time.monotonic())
 
 
 T = TypeVar("T")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from crm_hub.core.budget import BudgetView, RateBudgets
 from crm_hub.core.caller import Caller
 from crm_hub.plugins import PluginHost
 from crm_hub.storage import Database, IntegrationRepository, LeadRepository, TimelineRepository
@@ -31,6 +32,8 @@ class IntegrationState:
     leads_pending: int = 0
     leads_failed: int = 0
     leads_unsynced: int = 0
+    #: What is left of the account's request allowances.
+    budgets: tuple[BudgetView, ...] = ()
 
     @property
     def success_rate(self) -> float:
@@ -38,9 +41,10 @@ class IntegrationState:
 
 
 class StatusReporter:
-    def __init__(self, database: Database, plugins: PluginHost) -> None:
+    def __init__(self, database: Database, plugins: PluginHost, budgets: RateBudgets | None = None) -> None:
         self._database = database
         self._plugins = plugins
+        self._budgets = budgets or RateBudgets(database)
 
     async def report(self, caller: Caller) -> dict[str, IntegrationState]:
         """Every registered provider, connected or not, with the team's sync counts."""
@@ -50,6 +54,9 @@ class StatusReporter:
             counts = await TimelineRepository(session).sync_counts(caller.team_id)
             states = await SyncStateRepository(session).counts(caller.team_id)
             leads = await LeadRepository(session).count(caller.team_id)
+        budgets = await self._budgets.views(
+            caller.team_id, {name: registry.get(name).rate_limits() for name in registry.names()}
+        )
         report: dict[str, IntegrationState] = {}
         for name in registry.names():
             row = integrations.get(name)
@@ -71,6 +78,7 @@ class StatusReporter:
                 leads_pending=by_status.get("pending", 0),
                 leads_failed=by_status.get("failed", 0),
                 leads_unsynced=leads - sum(by_status.values()),
+                budgets=tuple(budgets.get(name, ())),
             )
         for notifier in self._plugins.notifiers():
             if notifier.configured and notifier.name not in report:  # a provider's entry always wins

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
+from crm_hub.core.budget import BudgetView
 from crm_hub.core.leads import LeadRecord, LeadSyncView, TimelineEntry
 from crm_hub.core.status import IntegrationState
 from crm_hub.core.sync import SyncOutcome
@@ -157,11 +158,21 @@ def integration_status(state: IntegrationState) -> status_pb2.IntegrationStatus:
         leads_pending=state.leads_pending,
         leads_failed=state.leads_failed,
         leads_unsynced=state.leads_unsynced,
+        budgets=[rate_budget(budget) for budget in state.budgets],
     )
     if state.last_sync is not None:
         message.last_sync.CopyFrom(timestamp(state.last_sync))
     if state.error:
         message.error = state.error
+    return message
+
+
+def rate_budget(budget: BudgetView) -> status_pb2.RateBudget:
+    message = status_pb2.RateBudget(
+        name=budget.name, limit=budget.limit, window_seconds=budget.window_seconds, remaining=budget.remaining
+    )
+    if budget.available_at is not None:
+        message.available_at.CopyFrom(timestamp(budget.available_at))
     return message
 
 

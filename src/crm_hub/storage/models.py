@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -39,6 +40,7 @@ __all__ = [
     "Lead",
     "LeadSyncState",
     "OAuthState",
+    "RateBudget",
     "SyncJob",
     "SyncJobResult",
     "Team",
@@ -301,6 +303,30 @@ class SyncJobResult(Base):
     error_reason: Mapped[str | None]
     message: Mapped[str | None]
     updated_at: Mapped[datetime | None]
+
+
+class RateBudget(Base):
+    """One CRM account's request allowance as crm_hub spends it, shared by every replica and worker.
+
+    A limit the provider declares (HubSpot's 110 per 10 s) is a GCRA schedule: ``tat_ms`` is when the account's
+    next request is due (its theoretical arrival time, ms since 1970); each request moves it on by one slot and
+    waits for its own. An allowance the CRM reports in its answers (Salesforce's daily requests) is what it last
+    said: ``used`` of ``quota`` in a window of ``window_seconds``, ``observed_at``.
+    """
+
+    __tablename__ = "rate_budgets"
+
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True)
+    provider: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(primary_key=True)
+    tat_ms: Mapped[int | None] = mapped_column(BigInteger)
+    #: Whether the last reservation got its slot (one near enough), as the statement that took it says.
+    granted: Mapped[bool | None]
+    used: Mapped[int | None] = mapped_column(BigInteger)
+    quota: Mapped[int | None] = mapped_column(BigInteger)
+    window_seconds: Mapped[int | None]
+    observed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
 
 class OAuthState(Base):

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_hub.storage.models import (
     Lead,
     LeadSyncState,
+    RateBudget,
     SyncJob,
     SyncJobResult,
     TimelineEvent,
@@ -30,6 +31,7 @@ from crm_hub.storage.repositories import _insert
 __all__ = [
     "PENDING",
     "JobRepository",
+    "RateBudgetRepository",
     "ResultRow",
     "StateChange",
     "SyncStateRepository",
@@ -496,3 +498,62 @@ def timeline_rows(
         }
         for row in rows
     ]
+
+
+class RateBudgetRepository:
+    """Each CRM account's request allowances (see ``crm_hub.core.budget`` for what the numbers mean)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def reserve(
+        self,
+        team_id: str,
+        provider: str,
+        name: str,
+        *,
+        now_ms: float,
+        cost_ms: float,
+        early_ms: float,
+        within_ms: float,
+    ) -> tuple[float, bool]:
+        """One GCRA reservation in one statement: the schedule moves on by ``cost_ms`` if the slot it gives
+        (``early_ms`` before the schedule, or now) is at most ``within_ms`` away. Returns the schedule's time
+        afterwards and whether the slot was taken."""
+        table = RateBudget.__table__
+        due = case((table.c.tat_ms > now_ms, table.c.tat_ms), else_=literal(now_ms))  # max(tat, now)
+        starts = case((table.c.tat_ms - early_ms > now_ms, table.c.tat_ms - early_ms), else_=literal(now_ms))
+        granted = (starts - now_ms) <= within_ms
+        now = utcnow()
+        insert_row = _insert(self._session, RateBudget).values(
+            team_id=team_id, provider=provider, name=name, tat_ms=int(now_ms + cost_ms), granted=True, updated_at=now
+        )
+        statement = insert_row.on_conflict_do_update(
+            index_elements=["team_id", "provider", "name"],
+            set_={
+                "tat_ms": case((granted, due + cost_ms), else_=table.c.tat_ms),
+                "granted": granted,
+                "updated_at": now,
+            },
+        ).returning(RateBudget.tat_ms, RateBudget.granted)
+        tat, taken = (await self._session.execute(statement)).one()
+        return float(tat or 0), bool(taken)
+
+    async def record_quotas(
+        self, team_id: str, provider: str, quotas: Iterable[tuple[str, int, int, int]], *, at: datetime
+    ) -> None:
+        """What the CRM said of the account's allowances: ``(name, used, limit, window seconds)`` each."""
+        for name, used, limit, window in quotas:
+            values = {"used": used, "quota": limit, "window_seconds": window, "observed_at": at, "updated_at": at}
+            statement = _insert(self._session, RateBudget).values(
+                team_id=team_id, provider=provider, name=name, **values
+            )
+            await self._session.execute(
+                statement.on_conflict_do_update(index_elements=["team_id", "provider", "name"], set_=values)
+            )
+
+    async def for_team(self, team_id: str, provider: str | None = None) -> builtins.list[RateBudget]:
+        statement = select(RateBudget).where(RateBudget.team_id == team_id)
+        if provider is not None:
+            statement = statement.where(RateBudget.provider == provider)
+        return builtins.list(await self._session.scalars(statement))

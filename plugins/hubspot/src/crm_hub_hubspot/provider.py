@@ -40,6 +40,7 @@ from crm_hub.providers import (
     PartialWrite,
     ProviderCapabilities,
     Quota,
+    RateLimit,
     TokenSet,
     WriteResult,
     crm_request,
@@ -116,6 +117,9 @@ class HubSpotProvider(CrmProvider):
 
     def configuration_problem(self) -> str | None:
         return self.settings.problem
+
+    def rate_limits(self) -> Sequence[RateLimit]:
+        return (self.settings.rate_limit,) if self.settings.rate_limit else ()
 
     # -- OAuth -----------------------------------------------------------------------------------
 

@@ -7,14 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from crm_hub.errors import ConfigurationError
-from crm_hub.providers import is_secure_url, missing_settings_problem
+from crm_hub.providers import RateLimit, is_secure_url, missing_settings_problem
 
-__all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_AUTHORIZE_URL", "HubSpotSettings"]
+__all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_AUTHORIZE_URL", "DEFAULT_RATE_LIMIT", "HubSpotSettings"]
 
 DEFAULT_API_BASE_URL = "https://api.hubapi.com"
 DEFAULT_AUTHORIZE_URL = "https://app.hubspot.com/oauth/authorize"
 
 _REQUIRED = ("HUBSPOT_CLIENT_ID", "HUBSPOT_CLIENT_SECRET", "HUBSPOT_REDIRECT_URL")
+DEFAULT_RATE_LIMIT = RateLimit(name="10s", requests=110, per_seconds=10.0)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class HubSpotSettings:
     redirect_url: str
     api_base_url: str = DEFAULT_API_BASE_URL
     authorize_url: str = DEFAULT_AUTHORIZE_URL
+    #: The account's request limit crm_hub keeps to (``HUBSPOT_RATE_LIMIT``): a public OAuth app's is 110 per
+    #: 10 s per installing account; None leaves it to HubSpot's 429s.
+    rate_limit: RateLimit | None = field(default_factory=lambda: DEFAULT_RATE_LIMIT)
     #: Required variables that were not set: the provider is registered but cannot connect anyone.
     missing: tuple[str, ...] = ()
 
@@ -64,4 +68,7 @@ class HubSpotSettings:
             missing=missing,
             api_base_url=(env.get("HUBSPOT_API_BASE_URL") or DEFAULT_API_BASE_URL).strip().rstrip("/"),
             authorize_url=(env.get("HUBSPOT_AUTHORIZE_URL") or DEFAULT_AUTHORIZE_URL).strip(),
+            rate_limit=RateLimit.parse(env["HUBSPOT_RATE_LIMIT"], setting="HUBSPOT_RATE_LIMIT")
+            if env.get("HUBSPOT_RATE_LIMIT", "").strip()
+            else DEFAULT_RATE_LIMIT,
         )

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -25,12 +25,13 @@ from typing import Any
 from sqlalchemy import insert
 
 from crm_hub.auth import Principal, Role
+from crm_hub.core.budget import BudgetMeter, RateBudgets
 from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
 from crm_hub.core.leads import LeadRecord, check_lead_id
 from crm_hub.core.payload import build_payload, required_values_missing
-from crm_hub.core.retry import RetryPolicy
+from crm_hub.core.retry import RetryPolicy, time_left
 from crm_hub.core.sync.model import Decision, DuplicatePolicy, SyncAction, SyncItem, SyncOutcome, fingerprint
 from crm_hub.core.sync.writer import WRITE_OUTCOME_UNKNOWN, ContactWriter, PlannedWrite
 from crm_hub.errors import (
@@ -46,7 +47,7 @@ from crm_hub.errors import (
 )
 from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
 from crm_hub.plugins import PluginHost
-from crm_hub.providers import CrmField, CrmOperation, CrmProvider, CrmRequest, observing
+from crm_hub.providers import CrmField, CrmProvider, Quota, observing
 from crm_hub.storage import (
     Database,
     Integration,
@@ -68,6 +69,8 @@ INTENT_STALE_SECONDS = 120.0
 #: Another sync of the lead is writing right now (or its answer was lost moments ago): wait for it.
 SYNC_IN_PROGRESS = "SYNC_IN_PROGRESS"
 _COME_BACK_LATER = (SYNC_IN_PROGRESS, WRITE_OUTCOME_UNKNOWN)
+#: A job's request waits at most this long for its budget slot; further away, its batch is queued again.
+JOB_BUDGET_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,19 +99,6 @@ class BatchResult:
     crm_calls: int = 0
 
 
-class _CallCounter:
-    """Counts the requests a sync sends (``crm_hub.providers.crm_request``)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def started(self, provider: str, operation: CrmOperation) -> None:
-        self.calls += 1
-
-    def finished(self, provider: str, operation: CrmOperation, request: CrmRequest) -> None:
-        pass
-
-
 class SyncEngine:
     def __init__(
         self,
@@ -118,8 +108,10 @@ class SyncEngine:
         catalog: FieldCatalog,
         notifications: NotificationDispatcher,
         retry: RetryPolicy | None = None,
+        budgets: RateBudgets | None = None,
     ) -> None:
         self._database = database
+        self._budgets = budgets or RateBudgets(database)
         self._plugins = plugins
         self._credentials = credentials
         self._catalog = catalog
@@ -240,7 +232,14 @@ class SyncEngine:
                     job_id=job_id,
                 )
 
-        counter = _CallCounter()
+        # Every request waits for its slot of the account's rate budget; a job's leave room for interactive ones.
+        meter = BudgetMeter(
+            self._budgets,
+            caller.team_id,
+            crm.rate_limits(),
+            background=job is not None,
+            max_wait=JOB_BUDGET_WAIT_SECONDS if job is not None else min(time_left() or 30.0, 30.0),
+        )
         items: list[SyncItem] = []
         if prepared:
             done: dict[str, SyncOutcome] = {}
@@ -260,7 +259,7 @@ class SyncEngine:
                         else:
                             items.append(planned)
                     if items:
-                        with observing(counter):
+                        with observing(meter):
                             await self._credentials.call(
                                 caller,
                                 crm,
@@ -286,15 +285,16 @@ class SyncEngine:
                         del result.outcomes[lead_id]
                         result.unfinished.append(lead_id)
                         result.error = result.error or outcome.error
-        result.crm_calls = counter.calls
+        result.crm_calls = meter.calls
         await self.record(
             caller,
             target,
             result.outcomes,
             dry_run=dry_run,
             job=job,
-            crm_calls=counter.calls,
+            crm_calls=meter.calls,
             duration_ms=round((time.perf_counter() - started) * 1000),
+            quotas=meter.quotas.values(),
         )
         return result
 
@@ -317,8 +317,10 @@ class SyncEngine:
         job: SyncJob | None,
         crm_calls: int,
         duration_ms: int,
+        quotas: Iterable[Quota] = (),
     ) -> None:
-        """Sync state, timeline, the job's results and the integration's last sync, in one transaction.
+        """Sync state, timeline, the job's results, the integration's last sync and what the CRM said of the
+        account's allowances, in one transaction.
 
         Status keeps the error of a quota that waiting seconds won't restore (a daily API limit) until a sync
         succeeds again.
@@ -328,6 +330,7 @@ class SyncEngine:
         crm = target.crm
         job_id = job.id if job is not None else None
         async with self._database.session() as session:
+            await self._budgets.record_quotas(session, caller.team_id, crm.name, quotas)
             if job is not None:
                 await JobRepository(session).record_results(
                     job, [_result_row(lead_id, outcome) for lead_id, outcome in outcomes.items()], crm_calls=crm_calls

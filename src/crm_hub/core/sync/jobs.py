@@ -25,6 +25,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.auth import Principal, Role
+from crm_hub.core.budget import RateBudgets
 from crm_hub.core.caller import Caller
 from crm_hub.core.leads import LeadRecord, check_lead_id
 from crm_hub.core.sync.engine import INTENT_STALE_SECONDS, SYNC_IN_PROGRESS, BatchResult, SyncEngine
@@ -200,8 +201,10 @@ class SyncJobs:
         engine: SyncEngine,
         notifications: NotificationDispatcher,
         queue: JobQueue | None = None,
+        budgets: RateBudgets | None = None,
     ) -> None:
         self._database = database
+        self._budgets = budgets or RateBudgets(database)
         self._plugins = plugins
         self._engine = engine
         self._notifications = notifications
@@ -369,6 +372,9 @@ class SyncJobs:
         except CrmHubError as error:  # disconnected, credentials expired, mapping removed, plugin uninstalled
             await self._fail(caller, job, error)
             return BatchStep(again=False)
+        if (spent := await self._budgets.spent_allowance(job.team_id, job.provider)) is not None:
+            # The account's daily allowance is nearly spent: wait for it, leaving the rest to interactive syncs.
+            return BatchStep(again=True, delay_seconds=spent.retry_after or QUOTA_WAIT_SECONDS, attempt=batch.attempt)
         size = max(1, min(crm.capabilities.max_batch_size, MAX_BATCH_SIZE))
         async with self._database.session() as session:
             rows = await LeadRepository(session).get_many(job.team_id, lead_ids[:size])

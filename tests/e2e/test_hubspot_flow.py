@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+from crm_hub_hubspot.fake import FakeHubSpot
 from sqlalchemy import text
 
 from crm_hub.testing import follow_consent
 from crm_hub.v1 import fields_pb2, integrations_pb2, leads_pb2, status_pb2
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, running
 from tests.support.grpc_errors import details_of
 
 MAPPING = {"email": "email", "name": "firstname", "company": "company", "employees": "numemployees"}
@@ -357,3 +359,22 @@ async def test_status_lists_slack_next_to_the_crms_when_its_webhook_is_set(hubsp
     await connected_with_mapping(hubspot)
     status = await hubspot.status.GetStatus(status_pb2.GetStatusRequest(), metadata=hubspot.auth("member"))
     assert status.integrations["slack"].connected is True
+
+
+async def test_many_concurrent_syncs_wait_for_the_accounts_budget_and_hubspot_refuses_none(
+    database_url: str, tmp_path: Path
+) -> None:
+    fake = FakeHubSpot(rate_limit=10, rate_limit_interval=1.0)  # a small account: 10 requests per second
+    async with running(fake.provider(timeout=5.0), fake, database_url, tmp_path) as world:
+        await connected_with_mapping(world)
+        lead_ids = [await world.lead(email=f"budget{n}@example.com", name=f"B{n}") for n in range(40)]
+        started = asyncio.get_running_loop().time()
+
+        results = await asyncio.gather(
+            *(world.sync.SyncLead(world.sync_request(lead_id), metadata=world.auth("member")) for lead_id in lead_ids)
+        )
+        took = asyncio.get_running_loop().time() - started
+
+    assert {result.action for result in results} == {"created"}
+    assert [call for call in fake.calls if call.status == 429] == [], "every request waited for its slot instead"
+    assert took >= (40 - 10) / 10 * 0.9, "40 requests at 10 a second take about three seconds"

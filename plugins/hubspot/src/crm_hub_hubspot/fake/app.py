@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
-from crm_hub.providers import TokenSet
+from crm_hub.providers import RateLimit, TokenSet
 from crm_hub.testing.fakes import AuthorizationCode, Call, FakeCrm, Fault
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -206,7 +206,7 @@ class FakeHubSpot(FakeCrm):
         clock: Callable[[], datetime] | None = None,
     ) -> HubSpotProvider:
         """A HubSpotProvider set up for this fake: in-process, or over HTTP when ``base_url`` is given
-        (from ``serving``). The caller closes it with ``aclose()``."""
+        (from ``serving``), keeping to the fake's own rate limit. The caller closes it with ``aclose()``."""
         api = base_url.rstrip("/") if base_url else "https://api.hubapi.com"
         settings = HubSpotSettings(
             client_id=self.client_id,
@@ -214,6 +214,7 @@ class FakeHubSpot(FakeCrm):
             redirect_url=self.redirect_uri,
             api_base_url=api,
             authorize_url=f"{api}/oauth/authorize" if base_url else "https://app.hubspot.com/oauth/authorize",
+            rate_limit=RateLimit(f"{self._api_window.seconds:g}s", self._api_window.limit, self._api_window.seconds),
         )
         transport = None if base_url else httpx.ASGITransport(self.app)
         return HubSpotProvider(settings=settings, transport=transport, timeout=timeout, clock=clock)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -169,6 +170,8 @@ def make_application(database_url: str, data_dir: Path, provider: MemoryCrm) -> 
         jwt_secret=JWT_SECRET,
         secret_vault_key=VAULT_KEY,
         grpc_address="127.0.0.1:0",
+        queue_name=f"test-{uuid.uuid4().hex[:12]}",
+        worker_heartbeat_seconds=1.0,
     )
     return Application.from_settings(settings, plugins=host)
 
@@ -205,6 +208,7 @@ async def grpc_port(shared_application: Application) -> AsyncIterator[int]:
     """A real grpc.aio server for the shared gateway; its port."""
     server, port, _ = await create_server(shared_application, "127.0.0.1:0")
     await server.start()
+    await shared_application.start_background(worker=True)
     try:
         yield port
     finally:

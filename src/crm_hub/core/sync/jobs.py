@@ -72,6 +72,7 @@ QUOTA_WAIT_SECONDS = 900.0
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 DEFAULT_RESULTS_PAGE, MAX_RESULTS_PAGE = 100, 1000
 WATCH_POLL_SECONDS = 0.25
+WATCH_KEEPALIVE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -320,14 +321,17 @@ class SyncJobs:
     async def watch(
         self, caller: Caller, job_id: str, *, poll_seconds: float = WATCH_POLL_SECONDS
     ) -> AsyncIterator[JobView]:
-        """The job now, then again whenever it moved (a batch recorded, a state changed), until it ended."""
+        """The job now, then again whenever it moved (a batch recorded, a state changed) — and at least every
+        ``WATCH_KEEPALIVE_SECONDS`` while it waits (for a budget, say), so proxies keep the stream — until it ended."""
         last: tuple[str, int, int] | None = None
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
         while True:
             view = await self.get(caller, job_id)
             now = (view.state, view.processed, view.crm_calls)
-            if now != last:
+            if now != last or loop.time() - sent_at >= WATCH_KEEPALIVE_SECONDS:
                 yield view
-                last = now
+                last, sent_at = now, loop.time()
             if view.finished:
                 return
             await asyncio.sleep(poll_seconds)

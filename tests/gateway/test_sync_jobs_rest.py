@@ -49,6 +49,7 @@ async def test_a_job_started_over_rest_streams_its_progress_as_json_lines_to_its
     lines = []
     async with http.stream("GET", f"/crm/sync/jobs/{job['id']}/watch", headers=headers(team, "member")) as watched:
         assert watched.status_code == 200
+        assert watched.headers["content-type"] == "application/json"  # as the OpenAPI document says
         async for line in watched.aiter_lines():
             if line.strip():
                 lines.append(json.loads(line))

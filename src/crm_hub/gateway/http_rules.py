@@ -26,6 +26,8 @@ class HttpBinding:
     input_type: str  # full name without the leading dot
     output_type: str
     comment: str = ""
+    #: The RPC answers with a stream of messages: over REST, one JSON object a line.
+    server_streaming: bool = False
 
     @property
     def grpc_path(self) -> str:
@@ -115,6 +117,7 @@ def http_bindings(files: descriptor_pb2.FileDescriptorSet, package: str = API_PA
                         input_type=method.input_type.lstrip("."),
                         output_type=method.output_type.lstrip("."),
                         comment=comment,
+                        server_streaming=method.server_streaming,
                     )
                 )
     return bindings

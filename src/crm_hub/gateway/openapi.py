@@ -438,11 +438,18 @@ class _Builder:
                 body_schema = self.constrained_schema(binding.input_type, fields[binding.body])
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
         errors = {**_ERROR_RESPONSES, **(_BODY_ERROR_RESPONSES if binding.body else {})}
-        operation["responses"] = {
-            "200": {
-                "description": "Success.",
+        success = {
+            "description": "Success.",
+            "content": {"application/json": {"schema": self.message_ref(binding.output_type)}},
+        }
+        if binding.server_streaming:
+            success = {
+                # The gateway labels the stream application/json; each line is one complete object.
+                "description": "A stream: one JSON object a line (newline-delimited JSON), as long as the RPC streams.",
                 "content": {"application/json": {"schema": self.message_ref(binding.output_type)}},
-            },
+            }
+        operation["responses"] = {
+            "200": success,
             **{status: {"$ref": f"#/components/responses/{_response_name(status)}"} for status in sorted(errors)},
         }
         operation["x-grpc-method"] = binding.grpc_path

@@ -25,6 +25,8 @@ _REQUIRED_CLAIMS = ("exp", "sub", "team_id", "role")
 #: and booleans (int(True) == 1); a token of ours never carries those, so they are refused.
 _TIME_CLAIMS = ("exp", "iat", "nbf")
 _MAX_TEAM_ID_LENGTH = 128
+#: Verified tokens remembered (until they expire), so a client's repeated calls skip the signature check.
+_VERIFIED_CACHE_SIZE = 4096
 
 
 class Role(enum.StrEnum):
@@ -69,11 +71,24 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def __repr__(self) -> str:
         return f"TokenVerifier(algorithms={self._algorithms}, issuer={self._issuer!r}, audience={self._audience!r})"
 
     def verify(self, token: str) -> Principal:
+        """The token's principal, or Unauthenticated. A token seen before is answered from a small cache until
+        it expires (verifying the signature costs more than the rest of a cheap RPC)."""
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))  # the oldest entry: dicts keep insertion order
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -98,7 +113,7 @@ class TokenVerifier:
             # Deliberately vague: say nothing about which check failed on a forged or garbled token.
             raise Unauthenticated("The token is invalid.", reason="TOKEN_INVALID") from None
         _check_claim_types(claims)
-        return _principal_from_claims(claims)
+        return _principal_from_claims(claims), float(claims["exp"]) + self._leeway
 
 
 def _check_claim_types(claims: dict[str, Any]) -> None:

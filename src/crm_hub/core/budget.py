@@ -20,6 +20,7 @@ back rather than spend the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,7 +79,14 @@ class RateBudgets:
         self._now_ms = clock or (lambda: time.time() * 1000)
 
     async def reserve(
-        self, team_id: str, provider: str, limit: RateLimit, *, background: bool, max_wait: float
+        self,
+        team_id: str,
+        provider: str,
+        limit: RateLimit,
+        *,
+        background: bool,
+        max_wait: float,
+        session: AsyncSession | None = None,
     ) -> float:
         """Take the account's next slot of ``limit``; seconds to wait for it. RateLimited (with how long the
         budget needs) when the slot is further away than ``max_wait`` — then nothing is taken."""
@@ -86,7 +94,9 @@ class RateBudgets:
         now = self._now_ms()
         cost = schedule.interval_ms / (BACKGROUND_SHARE if background else 1.0)
         early = 0.0 if background else schedule.burst_ms
-        async with self._database.session() as session:
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(self._database.session())
             tat, taken = await RateBudgetRepository(session).reserve(
                 team_id, provider, limit.name, now_ms=now, cost_ms=cost, early_ms=early, within_ms=max_wait * 1000
             )
@@ -175,24 +185,62 @@ class BudgetMeter:
     background: bool
     #: The longest a request may wait for its slot (the RPC's deadline; a job's batch is queued again instead).
     max_wait: float
+    #: The provider whose requests these are (for slots taken before a request says so).
+    provider: str = ""
     calls: int = 0
     quotas: dict[str, Quota] = field(default_factory=dict)
     waited: float = 0.0
+    _pending_waits: list[float] = field(default_factory=list)
+
+    #: Requests whose slots were taken already (with the writes' intents, in their transaction).
+    prepaid: int = 0
+
+    async def prepay(self, session: AsyncSession, requests: int) -> None:
+        """Take the slots of ``requests`` requests about to go, in ``session``'s transaction; each then goes
+        without a statement of its own (after waiting for its slot)."""
+        if not self.limits or requests <= 0:
+            return
+        for limit in self.limits:
+            for _ in range(requests):
+                self._pending_waits.append(
+                    await self.budgets.reserve(
+                        self.team_id,
+                        self.provider,
+                        limit,
+                        background=self.background,
+                        max_wait=self.max_wait,
+                        session=session,
+                    )
+                )
+        self.prepaid += requests
 
     async def started(self, provider: str, operation: CrmOperation) -> None:
         self.calls += 1
         if operation in UNBUDGETED:
             return
-        for limit in self.limits:
-            wait = await self.budgets.reserve(
-                self.team_id, provider, limit, background=self.background, max_wait=self.max_wait
+        if self.prepaid and operation in ("create", "update", "upsert"):
+            self.prepaid -= 1
+            waits, self._pending_waits = (
+                self._pending_waits[: len(self.limits)],
+                self._pending_waits[len(self.limits) :],
             )
-            if wait > 0:
-                self.waited += wait
-                await asyncio.sleep(wait)
+            await self._sleep(max(waits, default=0.0))
+            return
+        for limit in self.limits:
+            await self._sleep(
+                await self.budgets.reserve(
+                    self.team_id, provider, limit, background=self.background, max_wait=self.max_wait
+                )
+            )
+
+    async def _sleep(self, wait: float) -> None:
+        if wait > 0:
+            self.waited += wait
+            await asyncio.sleep(wait)
 
     def finished(self, provider: str, operation: CrmOperation, request: CrmRequest) -> None:
-        if request.quota is not None:
+        # Only long allowances are kept (a daily one): a short window is the declared limit's, kept above.
+        if request.quota is not None and request.quota.window_seconds >= LONG_WINDOW_SECONDS:
             self.quotas[request.quota.name] = request.quota
 
 

@@ -24,6 +24,7 @@ from crm_hub.errors import AuthExpired, FailedPrecondition, RefreshRejected, Vau
 from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.providers import CrmProvider, TokenSet
 from crm_hub.storage import (
+    Credential,
     CredentialRepository,
     Database,
     IntegrationRepository,
@@ -78,16 +79,27 @@ class CredentialStore:
             raise _not_connected(provider)
         return await self._open(team_id, provider, row.encrypted)
 
-    async def session_for(self, caller: Caller, provider: CrmProvider) -> TokenSet:
-        """Tokens ready for a call: refreshed first if they expire within REFRESH_MARGIN."""
-        tokens = await self.load(caller.team_id, provider.name)
+    async def session_for(self, caller: Caller, provider: CrmProvider, *, stored: Credential | None = None) -> TokenSet:
+        """Tokens ready for a call: refreshed first if they expire within REFRESH_MARGIN. ``stored`` is the
+        credentials row when the caller read it already (with what else it needed, in one session)."""
+        if stored is not None:
+            tokens = await self._open(caller.team_id, provider.name, stored.encrypted)
+        else:
+            tokens = await self.load(caller.team_id, provider.name)
         if tokens.expires_at is not None and tokens.expires_at - REFRESH_MARGIN <= utcnow():
             tokens = await self.refresh(caller, provider, stale=tokens)
         return tokens
 
-    async def call(self, caller: Caller, provider: CrmProvider, operation: Callable[[TokenSet], Awaitable[T]]) -> T:
+    async def call(
+        self,
+        caller: Caller,
+        provider: CrmProvider,
+        operation: Callable[[TokenSet], Awaitable[T]],
+        *,
+        stored: Credential | None = None,
+    ) -> T:
         """Run ``operation`` with fresh tokens; on AuthExpired refresh once and run it again."""
-        tokens = await self.session_for(caller, provider)
+        tokens = await self.session_for(caller, provider, stored=stored)
         try:
             return await operation(tokens)
         except AuthExpired:

@@ -52,7 +52,9 @@ class StatusReporter:
         async with self._database.session() as session:
             integrations = {row.kind: row for row in await IntegrationRepository(session).list(caller.team_id)}
             counts = await TimelineRepository(session).sync_counts(caller.team_id)
-            states = await SyncStateRepository(session).counts(caller.team_id)
+            state_rows = SyncStateRepository(session)
+            states = await state_rows.counts(caller.team_id)
+            synced_at = await state_rows.last_synced(caller.team_id, registry.names())
             leads = await LeadRepository(session).count(caller.team_id)
         budgets = await self._budgets.views(
             caller.team_id, {name: registry.get(name).rate_limits() for name in registry.names()}
@@ -68,7 +70,7 @@ class StatusReporter:
                 connected=state == CONNECTED,
                 state=state,
                 version=registry.origin(name).version,
-                last_sync=row.last_sync_at if row else None,
+                last_sync=_newest(row.last_sync_at if row else None, synced_at.get(name)),
                 error=problem or (row.error if row else None),
                 syncs_total=total,
                 syncs_succeeded=succeeded,
@@ -84,3 +86,8 @@ class StatusReporter:
             if notifier.configured and notifier.name not in report:  # a provider's entry always wins
                 report[notifier.name] = IntegrationState(connected=True, state="")
         return report
+
+
+def _newest(*moments: datetime | None) -> datetime | None:
+    known = [moment for moment in moments if moment is not None]
+    return max(known) if known else None

@@ -75,9 +75,11 @@ def create_engine(url: str) -> AsyncEngine:
         hide_parameters=True,
         pool_size=10,
         max_overflow=10,
-        # Replicas live behind load balancers and PgBouncers that drop idle connections.
-        pool_pre_ping=True,
-        pool_recycle=1800,
+        # No ping before every checkout (a round trip on every session of the sync path): a connection a load
+        # balancer or PgBouncer dropped fails its statement, the pool then drops all its connections, and the
+        # caller hears UNAVAILABLE (try again) once. Recycling keeps connections younger than such timeouts.
+        pool_pre_ping=False,
+        pool_recycle=900,
     )
 
 

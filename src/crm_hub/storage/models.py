@@ -222,6 +222,8 @@ class LeadSyncState(Base):
         UniqueConstraint("team_id", "provider", "lead_id"),
         # Status counts per provider, and the selection of failed or pending leads.
         Index(None, "team_id", "provider", "status"),
+        # A provider's last sync, for status.
+        Index(None, "team_id", "provider", "last_synced_at"),
         CheckConstraint("status IN ('pending', 'synced', 'failed')", name="status"),
     )
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, ScalarResult, Select, case, delete, func, select, tuple_, update
+from sqlalchemy import ColumnElement, ScalarResult, Select, Table, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +50,12 @@ _FRESH = {"populate_existing": True}
 
 def _insert(session: AsyncSession, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
     """An INSERT for the session's dialect, which has ``ON CONFLICT`` (both spell it the same way)."""
-    dialect = session.get_bind().dialect.name
+    return _dialect_insert(session.get_bind().dialect.name, model)
+
+
+def _dialect_insert(dialect: str, model: type[Base] | Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for ``dialect``; of a table (not the mapped class) for plain Core statements, which skip the
+    ORM's bulk machinery."""
     if dialect == "postgresql":
         return postgresql.insert(model)
     if dialect == "sqlite":

@@ -10,12 +10,30 @@ import builtins
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Text, and_, case, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.storage.models import (
+    Base,
+    Credential,
+    Integration,
     Lead,
     LeadSyncState,
     RateBudget,
@@ -26,10 +44,11 @@ from crm_hub.storage.models import (
     new_id,
     utcnow,
 )
-from crm_hub.storage.repositories import _insert
+from crm_hub.storage.repositories import _dialect_insert, _insert
 
 __all__ = [
     "PENDING",
+    "TIMELINE",
     "JobRepository",
     "RateBudgetRepository",
     "ResultRow",
@@ -41,6 +60,116 @@ __all__ = [
 
 #: The outcome of a job's lead that the job has not reached yet.
 PENDING = "pending"
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _intents_upsert(dialect: str) -> Any:
+    statement = _dialect_insert(dialect, _STATES)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["team_id", "provider", "lead_id"],
+        set_={
+            "status": new.status,
+            "intent_at": new.intent_at,
+            "intent_action": new.intent_action,
+            "intent_seen": new.intent_seen,
+            "job_id": new.job_id,
+            "updated_at": new.updated_at,
+        },
+    )
+
+
+def _outcomes_upsert(dialect: str) -> Any:
+    statement = _dialect_insert(dialect, _STATES)
+    states = _STATES.c
+    new = statement.excluded
+    failed = new.status != "synced"
+    # A change to "pending" (a write whose outcome is not known yet) leaves its intent open, to be reconciled.
+    still_open = new.status == PENDING
+    return statement.on_conflict_do_update(
+        index_elements=["team_id", "provider", "lead_id"],
+        set_={
+            "status": new.status,
+            "contact_id": func.coalesce(new.contact_id, states.contact_id),
+            "payload_fingerprint": func.coalesce(new.payload_fingerprint, states.payload_fingerprint),
+            "mapping_fingerprint": func.coalesce(new.mapping_fingerprint, states.mapping_fingerprint),
+            "last_action": new.last_action,
+            "last_synced_at": func.coalesce(new.last_synced_at, states.last_synced_at),
+            "last_attempt_at": new.last_attempt_at,
+            "attempts": states.attempts + 1,
+            "failures": case((failed, states.failures + 1), else_=0),
+            "error_reason": new.error_reason,
+            "error": new.error,
+            "intent_at": case((still_open, states.intent_at), else_=None),
+            "intent_action": case((still_open, states.intent_action), else_=None),
+            "intent_seen": case((still_open, states.intent_seen), else_=None),
+            "job_id": new.job_id,
+            "updated_at": new.updated_at,
+        },
+    )
+
+
+def _reserve_upsert(dialect: str) -> Any:
+    table = _table(RateBudget)
+    now, cost, early, within = (
+        bindparam(name, type_=Float()) for name in ("now_ms", "cost_ms", "early_ms", "within_ms")
+    )
+    due = case((table.c.tat_ms > now, table.c.tat_ms), else_=now)  # max(tat, now)
+    starts = case((table.c.tat_ms - early > now, table.c.tat_ms - early), else_=now)
+    granted = (starts - now) <= within
+    statement = _dialect_insert(dialect, table).values(
+        team_id=bindparam("team_id"),
+        provider=bindparam("provider"),
+        name=bindparam("name"),
+        tat_ms=bindparam("first_tat_ms"),
+        granted=True,
+        updated_at=bindparam("at"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["team_id", "provider", "name"],
+        set_={
+            "tat_ms": case((granted, due + cost), else_=table.c.tat_ms),
+            "granted": granted,
+            "updated_at": bindparam("at"),
+        },
+    ).returning(table.c.tat_ms, table.c.granted)
+
+
+def _sync_context() -> Any:
+    lead, integration, state, credential = Lead, Integration, LeadSyncState, Credential
+    team: Any = bindparam("team_id")
+    provider: Any = bindparam("provider")
+    lead_id: Any = bindparam("lead_id")
+    return (
+        select(lead, integration, state, credential)
+        .outerjoin(integration, and_(integration.team_id == lead.team_id, integration.kind == provider))
+        .outerjoin(state, and_(state.team_id == lead.team_id, state.provider == provider, state.lead_id == lead.id))
+        .outerjoin(credential, and_(credential.team_id == lead.team_id, credential.provider == provider))
+        .where(lead.team_id == team, lead.id == lead_id)
+    )
+
+
+_STATES = _table(LeadSyncState)
+#: The timeline's table, for plain multi-row INSERTs of events.
+TIMELINE = _table(TimelineEvent)
+_SYNC_CONTEXT = _sync_context()
+
+
+_BUILDERS = {"intents": _intents_upsert, "outcomes": _outcomes_upsert, "reserve": _reserve_upsert}
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def _statement(session: AsyncSession, name: str) -> Any:
+    """One of the sync path's upserts for the session's dialect, built once: each use only binds values, so
+    neither building nor compiling it is paid again."""
+    dialect = session.get_bind().dialect.name
+    statement = _BUILT.get((name, dialect))
+    if statement is None:
+        statement = _BUILT[(name, dialect)] = _BUILDERS[name](dialect)
+    return statement
 
 
 @dataclass(frozen=True)
@@ -86,6 +215,16 @@ class SyncStateRepository:
         )
         return {row.lead_id: row for row in await self._session.scalars(statement)}
 
+    async def sync_context(
+        self, team_id: str, provider: str, lead_id: str
+    ) -> tuple[Lead, Integration | None, LeadSyncState | None, Credential | None] | None:
+        """What one lead's sync reads, in one statement: the lead, the team's connection to ``provider``, the
+        lead's sync state with it and the stored credentials. None if the team has no such lead."""
+        parameters = {"team_id": team_id, "provider": provider, "lead_id": lead_id}
+        statement = _SYNC_CONTEXT
+        row = (await self._session.execute(statement, parameters)).one_or_none()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
     async def for_lead(self, team_id: str, lead_id: str) -> builtins.list[LeadSyncState]:
         """The lead's state with every provider it was ever synced to, by provider."""
         statement = (
@@ -121,23 +260,8 @@ class SyncStateRepository:
             }
             for lead_id, action, seen in intents
         ]
-        if not rows:
-            return
-        statement = _insert(self._session, LeadSyncState).values(rows)
-        excluded = statement.excluded
-        await self._session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["team_id", "provider", "lead_id"],
-                set_={
-                    "status": excluded.status,
-                    "intent_at": excluded.intent_at,
-                    "intent_action": excluded.intent_action,
-                    "intent_seen": excluded.intent_seen,
-                    "job_id": excluded.job_id,
-                    "updated_at": excluded.updated_at,
-                },
-            )
-        )
+        if rows:
+            await self._session.execute(_statement(self._session, "intents"), rows)
 
     async def record_outcomes(
         self, team_id: str, provider: str, changes: Sequence[StateChange], *, at: datetime | None = None
@@ -172,34 +296,7 @@ class SyncStateRepository:
             }
             for change in changes
         ]
-        statement = _insert(self._session, LeadSyncState).values(rows)
-        new = statement.excluded
-        failed = new.status != "synced"
-        # A change to "pending" (a write whose outcome is not known yet) leaves its intent open, to be reconciled.
-        still_open = new.status == PENDING
-        await self._session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["team_id", "provider", "lead_id"],
-                set_={
-                    "status": new.status,
-                    "contact_id": func.coalesce(new.contact_id, LeadSyncState.contact_id),
-                    "payload_fingerprint": func.coalesce(new.payload_fingerprint, LeadSyncState.payload_fingerprint),
-                    "mapping_fingerprint": func.coalesce(new.mapping_fingerprint, LeadSyncState.mapping_fingerprint),
-                    "last_action": new.last_action,
-                    "last_synced_at": func.coalesce(new.last_synced_at, LeadSyncState.last_synced_at),
-                    "last_attempt_at": new.last_attempt_at,
-                    "attempts": LeadSyncState.attempts + 1,
-                    "failures": case((failed, LeadSyncState.failures + 1), else_=0),
-                    "error_reason": new.error_reason,
-                    "error": new.error,
-                    "intent_at": case((still_open, LeadSyncState.intent_at), else_=None),
-                    "intent_action": case((still_open, LeadSyncState.intent_action), else_=None),
-                    "intent_seen": case((still_open, LeadSyncState.intent_seen), else_=None),
-                    "job_id": new.job_id,
-                    "updated_at": new.updated_at,
-                },
-            )
-        )
+        await self._session.execute(_statement(self._session, "outcomes"), rows)
 
     async def counts(self, team_id: str) -> dict[str, dict[str, int]]:
         """Per provider: how many of the team's leads are synced, pending and failed."""
@@ -212,6 +309,17 @@ class SyncStateRepository:
         for provider, status, count in await self._session.execute(statement):
             counts.setdefault(provider, {})[status] = int(count)
         return counts
+
+    async def last_synced(self, team_id: str, providers: Iterable[str]) -> dict[str, datetime]:
+        """Per provider: when the team's newest successful sync was."""
+        newest: dict[str, datetime] = {}
+        for provider in providers:  # one index range each: (team_id, provider, last_synced_at)
+            statement = select(func.max(LeadSyncState.last_synced_at)).where(
+                LeadSyncState.team_id == team_id, LeadSyncState.provider == provider
+            )
+            if (at := await self._session.scalar(statement)) is not None:
+                newest[provider] = at
+        return newest
 
     async def open_intents(
         self, older_than: datetime, limit: int = 500
@@ -316,7 +424,7 @@ class JobRepository:
                 for lead_id in dict.fromkeys(lead_ids)
             ]
             for start in range(0, len(rows), 1000):
-                await self._session.execute(insert(SyncJobResult), rows[start : start + 1000])
+                await self._session.execute(insert(_table(SyncJobResult)), rows[start : start + 1000])
             return len(rows)
         state = LeadSyncState
         chosen = (
@@ -477,7 +585,7 @@ class JobRepository:
 def timeline_rows(
     team_id: str, provider: str, rows: Sequence[TimelineRow], *, actor: str, request_id: str, job_id: str | None
 ) -> builtins.list[dict[str, Any]]:
-    """Timeline events as rows for one multi-row INSERT (``session.execute(insert(TimelineEvent), rows)``)."""
+    """Timeline events as rows for one multi-row INSERT (``session.execute(insert(TIMELINE), rows)``)."""
     now = utcnow()
     return [
         {
@@ -520,23 +628,18 @@ class RateBudgetRepository:
         """One GCRA reservation in one statement: the schedule moves on by ``cost_ms`` if the slot it gives
         (``early_ms`` before the schedule, or now) is at most ``within_ms`` away. Returns the schedule's time
         afterwards and whether the slot was taken."""
-        table = RateBudget.__table__
-        due = case((table.c.tat_ms > now_ms, table.c.tat_ms), else_=literal(now_ms))  # max(tat, now)
-        starts = case((table.c.tat_ms - early_ms > now_ms, table.c.tat_ms - early_ms), else_=literal(now_ms))
-        granted = (starts - now_ms) <= within_ms
-        now = utcnow()
-        insert_row = _insert(self._session, RateBudget).values(
-            team_id=team_id, provider=provider, name=name, tat_ms=int(now_ms + cost_ms), granted=True, updated_at=now
-        )
-        statement = insert_row.on_conflict_do_update(
-            index_elements=["team_id", "provider", "name"],
-            set_={
-                "tat_ms": case((granted, due + cost_ms), else_=table.c.tat_ms),
-                "granted": granted,
-                "updated_at": now,
-            },
-        ).returning(RateBudget.tat_ms, RateBudget.granted)
-        tat, taken = (await self._session.execute(statement)).one()
+        parameters = {
+            "team_id": team_id,
+            "provider": provider,
+            "name": name,
+            "first_tat_ms": int(now_ms + cost_ms),
+            "at": utcnow(),
+            "now_ms": now_ms,
+            "cost_ms": cost_ms,
+            "early_ms": early_ms,
+            "within_ms": within_ms,
+        }
+        tat, taken = (await self._session.execute(_statement(self._session, "reserve"), parameters)).one()
         return float(tat or 0), bool(taken)
 
     async def record_quotas(

@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -359,6 +360,9 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it. Without it, uvicorn serving a socket it was handed answers a reused
+    # keep-alive connection only after the client's delayed ACK: 40 ms on every request after the first.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(128)
     sock.setblocking(False)
@@ -466,6 +470,9 @@ def argument_parser(prog: str, description: str, *, redirect_uri: str) -> argpar
     parser.add_argument("--client-id", default="fake-client-id")
     parser.add_argument("--client-secret", default="fake-client-secret")
     parser.add_argument("--redirect-uri", default=redirect_uri)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds every request is held before it is answered (default 0)"
+    )
     return parser
 
 
@@ -483,4 +490,7 @@ def serve_command(
     ``make_fake(args)`` on ``--host`` and ``--port`` until interrupted (``serve_forever``)."""
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    serve_forever(make_fake(args), host=args.host, port=args.port, log_level=args.log_level)
+    fake = make_fake(args)
+    if getattr(args, "latency", 0.0) and isinstance(fake, FakeCrm):
+        fake.timeout_next(sys.maxsize, delay=args.latency)  # a CRM that answers this much later, every time
+    serve_forever(fake, host=args.host, port=args.port, log_level=args.log_level)

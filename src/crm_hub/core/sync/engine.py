@@ -49,16 +49,24 @@ from crm_hub.notifications import Notification, NotificationDispatcher, Notifica
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, CrmProvider, Quota, observing
 from crm_hub.storage import (
+    Credential,
     Database,
     Integration,
     IntegrationRepository,
     IntegrationStatus,
     LeadRepository,
-    TimelineEvent,
     utcnow,
 )
 from crm_hub.storage.models import LeadSyncState, SyncJob
-from crm_hub.storage.sync import JobRepository, ResultRow, StateChange, SyncStateRepository, TimelineRow, timeline_rows
+from crm_hub.storage.sync import (
+    TIMELINE,
+    JobRepository,
+    ResultRow,
+    StateChange,
+    SyncStateRepository,
+    TimelineRow,
+    timeline_rows,
+)
 
 __all__ = ["BatchResult", "SyncEngine", "SyncTarget", "identity_email"]
 
@@ -80,6 +88,8 @@ class SyncTarget:
     crm: CrmProvider
     mapping: dict[str, str]
     fields: list[CrmField]
+    #: The error status shows for the connection (a spent quota): a sync that succeeds clears it.
+    shown_error: str | None = None
 
     @property
     def mapping_fingerprint(self) -> str:
@@ -138,18 +148,31 @@ class SyncEngine:
         policy = _validated_policy(provider, duplicate_policy)
         crm = self._plugins.providers().get(provider)
         check_lead_id(lead_id)
+        # Everything the sync reads, in one session: the lead, the connection, the lead's state, the credentials.
         async with self._database.session() as session:
-            lead = LeadRecord.of(await LeadRepository(session).get(caller.team_id, lead_id))
-            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
+            context = await SyncStateRepository(session).sync_context(caller.team_id, crm.name, lead_id)
+        if context is None:
+            # The same answer for "missing" and "someone else's": ids must not reveal other teams' data.
+            raise NotFound(f"Lead {lead_id} not found", metadata={"lead_id": lead_id})
+        row, integration, state, stored = context
+        lead = LeadRecord.of(row)
+        states = {lead.id: state} if state is not None else {}
         mapping = self.check_gate(crm, integration)
         try:
-            target = SyncTarget(crm=crm, mapping=mapping, fields=await self._catalog.fields_of(caller, crm))
+            target = SyncTarget(
+                crm=crm,
+                mapping=mapping,
+                fields=await self._catalog.fields_of(caller, crm),
+                shown_error=_shown_error(integration),
+            )
         except ProviderError as error:  # the CRM failed before the lead's turn came: a sync that failed all the same
-            target = SyncTarget(crm=crm, mapping=mapping, fields=[])
+            target = SyncTarget(crm=crm, mapping=mapping, fields=[], shown_error=_shown_error(integration))
             outcome = _failed({}, error, dry_run)
             await self.record(caller, target, {lead.id: outcome}, dry_run=dry_run, job=None, crm_calls=0, duration_ms=0)
         else:
-            result = await self.sync_batch(caller, target, [lead], policy, dry_run=dry_run, force=force)
+            result = await self.sync_batch(
+                caller, target, [lead], policy, dry_run=dry_run, force=force, states=states, credentials=stored
+            )
             outcome = result.outcomes[lead.id]
         if not dry_run:
             if outcome.error is not None:
@@ -190,7 +213,12 @@ class SyncEngine:
     async def target(self, caller: Caller, crm: CrmProvider, integration: Integration | None) -> SyncTarget:
         """The gate (``check_gate``), then the CRM's fields (cached) that leads are planned against."""
         mapping = self.check_gate(crm, integration)
-        return SyncTarget(crm=crm, mapping=mapping, fields=await self._catalog.fields_of(caller, crm))
+        return SyncTarget(
+            crm=crm,
+            mapping=mapping,
+            fields=await self._catalog.fields_of(caller, crm),
+            shown_error=_shown_error(integration),
+        )
 
     async def sync_batch(
         self,
@@ -204,8 +232,13 @@ class SyncEngine:
         job: SyncJob | None = None,
         decided: Mapping[str, SyncOutcome] | None = None,
         keep_unfinished: bool = False,
+        states: Mapping[str, LeadSyncState] | None = None,
+        credentials: Credential | None = None,
     ) -> BatchResult:
         """Plan, write and record ``leads`` (one sync each) and ``decided`` (outcomes known already).
+
+        ``states`` and ``credentials`` are the leads' sync states and the stored credentials when the caller
+        read them already; the states are read again if another sync of one of the contacts held it up.
 
         An error that stops the batch (an outage past the retries, expired credentials) is returned as
         ``error``; the leads it left without an outcome fail with it — or, with ``keep_unfinished``, are left
@@ -223,15 +256,6 @@ class SyncEngine:
             else:
                 prepared.append(planned)
 
-        async def before_write(writes: Sequence[PlannedWrite]) -> None:
-            async with self._database.session() as session:
-                await SyncStateRepository(session).record_intents(
-                    caller.team_id,
-                    crm.name,
-                    [(write.item.key, write.decision.value, write.seen) for write in writes],
-                    job_id=job_id,
-                )
-
         # Every request waits for its slot of the account's rate budget; a job's leave room for interactive ones.
         meter = BudgetMeter(
             self._budgets,
@@ -239,17 +263,31 @@ class SyncEngine:
             crm.rate_limits(),
             background=job is not None,
             max_wait=JOB_BUDGET_WAIT_SECONDS if job is not None else min(time_left() or 30.0, 30.0),
+            provider=crm.name,
         )
+
+        async def before_write(writes: Sequence[PlannedWrite]) -> None:
+            # The intents, and the budget of the write requests about to go, in one transaction.
+            async with self._database.session() as session:
+                await SyncStateRepository(session).record_intents(
+                    caller.team_id,
+                    crm.name,
+                    [(write.item.key, write.decision.value, write.seen) for write in writes],
+                    job_id=job_id,
+                )
+                await meter.prepay(session, _write_requests(writes, crm.capabilities.max_batch_size))
+
         items: list[SyncItem] = []
         if prepared:
             done: dict[str, SyncOutcome] = {}
             try:
-                async with self._holding(caller.team_id, crm.name, prepared):
-                    # Read under the contact locks: a sync of the same lead that just finished is seen.
-                    async with self._database.session() as session:
-                        states = await SyncStateRepository(session).get_many(
-                            caller.team_id, crm.name, [item.key for item in prepared]
-                        )
+                async with self._holding(caller.team_id, crm.name, prepared) as waited:
+                    if states is None or waited:
+                        # Read under the contact locks: a sync of the same lead that just finished is seen.
+                        async with self._database.session() as session:
+                            states = await SyncStateRepository(session).get_many(
+                                caller.team_id, crm.name, [item.key for item in prepared]
+                            )
                     for item in prepared:
                         planned = _against_state(
                             target, item, states.get(item.key), policy, dry_run=dry_run, force=force, job_id=job_id
@@ -266,6 +304,7 @@ class SyncEngine:
                                 lambda tokens: self._writer.apply_batch(
                                     crm, tokens, items, policy, dry_run, before_write=before_write, done=done
                                 ),
+                                stored=credentials,
                             )
             except CrmHubError as error:
                 result.error = error
@@ -348,7 +387,7 @@ class SyncEngine:
                 )
             rows = [_timeline_row(lead_id, outcome, duration_ms) for lead_id, outcome in outcomes.items()]
             await session.execute(
-                insert(TimelineEvent),
+                insert(TIMELINE),
                 timeline_rows(
                     caller.team_id,
                     crm.name,
@@ -361,7 +400,9 @@ class SyncEngine:
             if dry_run:
                 return
             integrations = IntegrationRepository(session)
-            if any(outcome.error is None for outcome in outcomes.values()):
+            # The last sync's time is the newest of the leads' (status reads it there): the integration's row is
+            # written only to clear the error of a spent quota that this sync shows is back.
+            if target.shown_error is not None and any(outcome.error is None for outcome in outcomes.values()):
                 await integrations.mark_synced(caller.team_id, crm.name, utcnow())
             exhausted = next(
                 (o.error for o in outcomes.values() if isinstance(o.error, RateLimited) and not o.error.retryable),
@@ -407,14 +448,17 @@ class SyncEngine:
         return reconciled
 
     @contextlib.asynccontextmanager
-    async def _holding(self, team_id: str, provider: str, items: Sequence[SyncItem]) -> AsyncIterator[None]:
-        """One sync per contact at a time in this process: two syncs of one email must not both create it."""
+    async def _holding(self, team_id: str, provider: str, items: Sequence[SyncItem]) -> AsyncIterator[bool]:
+        """One sync per contact at a time in this process: two syncs of one email must not both create it.
+        Yields whether another sync held one of the contacts up (what was read before may be stale)."""
         keys = sorted({item.email or item.key for item in items})  # in order: two batches never deadlock
+        waited = False
         async with contextlib.AsyncExitStack() as stack:
             for key in keys:
                 lock = self._contact_locks.setdefault((team_id, provider, key), asyncio.Lock())
+                waited = waited or lock.locked()
                 await stack.enter_async_context(lock)
-            yield
+            yield waited
 
     def _notify(
         self,
@@ -589,6 +633,18 @@ def _state_change(
         mapping_fingerprint=mapping_fingerprint if written else None,
         job_id=job_id,
     )
+
+
+def _shown_error(integration: Integration | None) -> str | None:
+    return integration.error if integration is not None and integration.status == IntegrationStatus.CONNECTED else None
+
+
+def _write_requests(writes: Sequence[PlannedWrite], batch_size: int) -> int:
+    """The requests a batch's writes take at least: one per kind of write, per ``batch_size`` records."""
+    kinds: dict[Decision, int] = {}
+    for write in writes:
+        kinds[write.decision] = kinds.get(write.decision, 0) + 1
+    return sum(-(-count // max(1, batch_size)) for count in kinds.values())
 
 
 def _deleted(outcomes: Mapping[str, SyncOutcome]) -> set[str]:

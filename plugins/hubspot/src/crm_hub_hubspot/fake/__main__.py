@@ -8,6 +8,7 @@ same HUBSPOT_CLIENT_ID, HUBSPOT_CLIENT_SECRET and HUBSPOT_REDIRECT_URL as given 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from crm_hub.testing import fakes
@@ -21,14 +22,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = fakes.argument_parser("python -m crm_hub_hubspot.fake", __doc__, redirect_uri=_REDIRECT_URI)
     parser.add_argument("--access-token-ttl", type=float, default=1800.0, help="seconds (default 1800)")
     parser.add_argument("--search-index-delay", type=float, default=0.0, help="seconds before new contacts are found")
-    parser.add_argument("--rate-limit", type=int, default=110, help="requests per 10 s (default 110)")
+    parser.add_argument("--rate-limit", type=int, default=110, help="requests per 10 s (default 110; 0: no limit)")
 
     def fake(args: argparse.Namespace) -> FakeHubSpot:
         return FakeHubSpot(
             **fakes.oauth_client(args),
             access_token_ttl=args.access_token_ttl,
             search_index_delay=args.search_index_delay,
-            rate_limit=args.rate_limit,
+            rate_limit=args.rate_limit or sys.maxsize,
         )
 
     fakes.serve_command(parser, fake, argv)

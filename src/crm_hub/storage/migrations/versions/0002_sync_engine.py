@@ -77,6 +77,11 @@ def upgrade() -> None:
         op.f("ix_lead_sync_states_team_id_provider_status"), "lead_sync_states", ["team_id", "provider", "status"]
     )
     op.create_index(op.f("ix_lead_sync_states_lead_id"), "lead_sync_states", ["lead_id"])
+    op.create_index(
+        op.f("ix_lead_sync_states_team_id_provider_last_synced_at"),
+        "lead_sync_states",
+        ["team_id", "provider", "last_synced_at"],
+    )
 
     op.create_table(
         "sync_jobs",

@@ -96,7 +96,7 @@ class RateBudgets:
         early = 0.0 if background else schedule.burst_ms
         async with contextlib.AsyncExitStack() as stack:
             if session is None:
-                session = await stack.enter_async_context(self._database.session())
+                session = await stack.enter_async_context(self._database.session(writes=True))
             tat, taken = await RateBudgetRepository(session).reserve(
                 team_id, provider, limit.name, now_ms=now, cost_ms=cost, early_ms=early, within_ms=max_wait * 1000
             )

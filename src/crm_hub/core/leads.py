@@ -120,7 +120,7 @@ class LeadService:
         ignoring (or overwriting) the new values.
         """
         _validate_lead(fields, external_id)
-        async with self._database.session() as session:
+        async with self._database.session(writes=True) as session:
             if caller.team_id not in self._known_teams:
                 await TeamRepository(session).ensure(caller.team_id)
             lead, created = await LeadRepository(session).create(caller.team_id, dict(fields), external_id or None)

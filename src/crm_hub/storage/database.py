@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -101,6 +103,7 @@ class Database:
         self.url = url
         self.engine: AsyncEngine = create_engine(url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
 
     @property
     def dialect_name(self) -> str:
@@ -108,13 +111,20 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, writes: bool = False) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits when the block exits normally, rolls back if it raises.
 
         A database that is locked past the busy timeout (SQLite), in a deadlock or lock timeout (PostgreSQL),
         or unreachable raises StorageUnavailable — a "try again" for the caller, not an internal error.
+
+        ``writes``: the session will write. SQLite has one writer at a time, and a writer that finds the lock
+        taken sleeps in steps of up to 100 ms before it tries again; so this process's writers queue here
+        instead, in order and without sleeping (PostgreSQL locks rows, not the database: nothing to do).
         """
-        async with self.sessionmaker() as session:
+        async with contextlib.AsyncExitStack() as stack:
+            if writes and self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            session = await stack.enter_async_context(self.sessionmaker())
             try:
                 yield session
                 await session.commit()

@@ -268,7 +268,7 @@ class SyncEngine:
 
         async def before_write(writes: Sequence[PlannedWrite]) -> None:
             # The intents, and the budget of the write requests about to go, in one transaction.
-            async with self._database.session() as session:
+            async with self._database.session(writes=True) as session:
                 await SyncStateRepository(session).record_intents(
                     caller.team_id,
                     crm.name,
@@ -368,7 +368,7 @@ class SyncEngine:
             return
         crm = target.crm
         job_id = job.id if job is not None else None
-        async with self._database.session() as session:
+        async with self._database.session(writes=True) as session:
             await self._budgets.record_quotas(session, caller.team_id, crm.name, quotas)
             if job is not None:
                 await JobRepository(session).record_results(

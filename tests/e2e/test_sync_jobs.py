@@ -237,6 +237,7 @@ async def test_each_outcome_lands_in_the_leads_timeline_with_the_job_id(salesfor
 
 
 async def test_watching_a_job_streams_progress_per_batch_then_a_final_message(hubspot: World) -> None:
+    hubspot.application.jobs.batch_leads = 100  # three batches
     await connected(hubspot)
     await many_leads(hubspot, 250, prefix="watch")
     started = await hubspot.sync.SyncLeads(job_request(hubspot, selection="all"), metadata=hubspot.auth("member"))
@@ -257,6 +258,7 @@ async def test_watching_a_job_streams_progress_per_batch_then_a_final_message(hu
 
 
 async def test_cancelling_a_job_ends_the_leads_it_has_not_reached_as_cancelled(hubspot: World) -> None:
+    hubspot.application.jobs.batch_leads = 100  # three batches, so that the cancel lands between two
     await connected(hubspot)
     await many_leads(hubspot, 300, prefix="cancel")
     hubspot.fake.timeout_next(1, delay=0.5, path="/crm/v3/objects/contacts/batch/upsert")  # the first batch is slow

@@ -112,6 +112,22 @@ def _outcomes_upsert(dialect: str) -> Any:
     )
 
 
+def _results_upsert(dialect: str) -> Any:
+    statement = _dialect_insert(dialect, _table(SyncJobResult))
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["job_id", "lead_id"],
+        set_={
+            "outcome": new.outcome,
+            "contact_id": new.contact_id,
+            "other_contact_ids": new.other_contact_ids,
+            "error_reason": new.error_reason,
+            "message": new.message,
+            "updated_at": new.updated_at,
+        },
+    )
+
+
 def _reserve_upsert(dialect: str) -> Any:
     table = _table(RateBudget)
     now, cost, early, within = (
@@ -158,7 +174,12 @@ TIMELINE = _table(TimelineEvent)
 _SYNC_CONTEXT = _sync_context()
 
 
-_BUILDERS = {"intents": _intents_upsert, "outcomes": _outcomes_upsert, "reserve": _reserve_upsert}
+_BUILDERS = {
+    "intents": _intents_upsert,
+    "outcomes": _outcomes_upsert,
+    "results": _results_upsert,
+    "reserve": _reserve_upsert,
+}
 _BUILT: dict[tuple[str, str], Any] = {}
 
 
@@ -474,21 +495,7 @@ class JobRepository:
                 }
                 for row in rows
             ]
-            statement = _insert(self._session, SyncJobResult).values(values)
-            new = statement.excluded
-            await self._session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["job_id", "lead_id"],
-                    set_={
-                        "outcome": new.outcome,
-                        "contact_id": new.contact_id,
-                        "other_contact_ids": new.other_contact_ids,
-                        "error_reason": new.error_reason,
-                        "message": new.message,
-                        "updated_at": new.updated_at,
-                    },
-                )
-            )
+            await self._session.execute(_statement(self._session, "results"), values)
         if crm_calls:
             await self._session.execute(
                 update(SyncJob).where(SyncJob.id == job.id).values(crm_calls=SyncJob.crm_calls + crm_calls)

@@ -385,13 +385,18 @@ class SyncEngine:
                 await SyncStateRepository(session).record_outcomes(
                     caller.team_id, crm.name, [change for change in changes if change is not None]
                 )
-            rows = [_timeline_row(lead_id, outcome, duration_ms) for lead_id, outcome in outcomes.items()]
+            deleted = _deleted(outcomes)
+            rows = [
+                _timeline_row(lead_id, outcome, duration_ms)
+                for lead_id, outcome in outcomes.items()
+                if lead_id not in deleted
+            ]
             await session.execute(
                 insert(TIMELINE),
                 timeline_rows(
                     caller.team_id,
                     crm.name,
-                    [row for row in rows if row.lead_id not in _deleted(outcomes)],
+                    rows,
                     actor=caller.actor,
                     request_id=caller.request_id,
                     job_id=job_id,

@@ -149,6 +149,9 @@ class FakeHubSpot(FakeCrm):
         self.consent = True
         self.properties: dict[str, dict[str, Any]] = {str(p["name"]): dict(p) for p in properties}
         self.contacts: dict[str, FakeContact] = {}
+        # email -> contact id: HubSpot answers a lookup by email from an index, so does the fake (a scan per
+        # record made every batch of a big job slower than the last).
+        self._by_email: dict[str, str] = {}
         self.auth_codes: dict[str, AuthorizationCode] = {}
         self.access_tokens: dict[str, _AccessToken] = {}
         #: Live refresh tokens and the scopes they grant.
@@ -170,7 +173,8 @@ class FakeHubSpot(FakeCrm):
 
     def contact_by_email(self, email: str) -> FakeContact | None:
         wanted = email.strip().lower()
-        return next((c for c in self.contacts.values() if not c.archived and c.email == wanted), None)
+        contact = self.contacts.get(self._by_email.get(wanted, ""))
+        return contact if contact is not None and not contact.archived and contact.email == wanted else None
 
     # -- what tests poke -------------------------------------------------------------------------------
 
@@ -618,6 +622,8 @@ class FakeHubSpot(FakeCrm):
 
     def _update(self, contact: FakeContact, values: Mapping[str, str]) -> None:
         now = self.clock()
+        if self._by_email.get(contact.email) == contact.id:
+            del self._by_email[contact.email]
         contact.properties.update(values)
         contact.properties = {name: value for name, value in contact.properties.items() if value != ""}
         email = contact.properties.get("email", "")
@@ -627,6 +633,8 @@ class FakeHubSpot(FakeCrm):
             contact.properties.pop("hs_email_domain", None)
         contact.properties["lastmodifieddate"] = _instant(now)
         contact.updated_at = now
+        if contact.email:
+            self._by_email[contact.email] = contact.id
 
     def _find(self, wanted: str, id_property: Any) -> FakeContact | None:
         if id_property == "email":

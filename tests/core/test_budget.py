@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from crm_hub.core.budget import BACKGROUND_SHARE, RateBudgets, Schedule
+from crm_hub.core.budget import BACKGROUND_SHARE, BudgetMeter, RateBudgets, Schedule
 from crm_hub.errors import RateLimited
 from crm_hub.providers import Quota, RateLimit
 from crm_hub.storage import Database, TeamRepository
@@ -162,3 +162,21 @@ async def test_status_view_shows_what_is_left_and_when_a_spent_budget_is_back(da
 
     assert 45 <= view.remaining <= 55
     assert view.available_at is not None
+
+
+async def test_slots_taken_ahead_are_waited_for_as_times_not_one_after_the_other(database: Database, team: str) -> None:
+    # Requests whose slots were taken together (a batch's writes) go when each slot starts: waiting each one's
+    # offset after the previous had finished made a batch of ten take the sum of their waits.
+    limit = RateLimit(name="1s", requests=5, per_seconds=1)
+    budgets = RateBudgets(database)
+    meter = BudgetMeter(budgets, team, [limit], background=True, max_wait=30, provider="hubspot")
+    async with database.session() as session:
+        await meter.prepay(session, 3)
+    started = asyncio.get_running_loop().time()
+
+    for _ in range(3):
+        await meter.started("hubspot", "upsert")
+
+    interval = Schedule.of(limit).interval_ms / 1000 / BACKGROUND_SHARE
+    assert asyncio.get_running_loop().time() - started == pytest.approx(2 * interval, abs=0.15)
+    assert meter.calls == 3

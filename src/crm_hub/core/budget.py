@@ -190,7 +190,8 @@ class BudgetMeter:
     calls: int = 0
     quotas: dict[str, Quota] = field(default_factory=dict)
     waited: float = 0.0
-    _pending_waits: list[float] = field(default_factory=list)
+    #: When each prepaid slot starts (event-loop time), oldest first.
+    _slots: list[float] = field(default_factory=list)
 
     #: Requests whose slots were taken already (with the writes' intents, in their transaction).
     prepaid: int = 0
@@ -200,18 +201,18 @@ class BudgetMeter:
         without a statement of its own (after waiting for its slot)."""
         if not self.limits or requests <= 0:
             return
+        loop = asyncio.get_running_loop()
         for limit in self.limits:
             for _ in range(requests):
-                self._pending_waits.append(
-                    await self.budgets.reserve(
-                        self.team_id,
-                        self.provider,
-                        limit,
-                        background=self.background,
-                        max_wait=self.max_wait,
-                        session=session,
-                    )
+                wait = await self.budgets.reserve(
+                    self.team_id,
+                    self.provider,
+                    limit,
+                    background=self.background,
+                    max_wait=self.max_wait,
+                    session=session,
                 )
+                self._slots.append(loop.time() + wait)  # when the slot starts, not how long from whenever
         self.prepaid += requests
 
     async def started(self, provider: str, operation: CrmOperation) -> None:
@@ -220,11 +221,8 @@ class BudgetMeter:
             return
         if self.prepaid and operation in ("create", "update", "upsert"):
             self.prepaid -= 1
-            waits, self._pending_waits = (
-                self._pending_waits[: len(self.limits)],
-                self._pending_waits[len(self.limits) :],
-            )
-            await self._sleep(max(waits, default=0.0))
+            slots, self._slots = self._slots[: len(self.limits)], self._slots[len(self.limits) :]
+            await self._sleep(max(slots, default=0.0) - asyncio.get_running_loop().time())
             return
         for limit in self.limits:
             await self._sleep(

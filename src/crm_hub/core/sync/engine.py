@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import weakref
@@ -91,7 +92,7 @@ class SyncTarget:
     #: The error status shows for the connection (a spent quota): a sync that succeeds clears it.
     shown_error: str | None = None
 
-    @property
+    @functools.cached_property
     def mapping_fingerprint(self) -> str:
         return fingerprint(self.mapping)
 

@@ -70,6 +70,6 @@ fuzz: install
 	CRM_HUB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CRM_HUB_FUZZ_SEED=$(FUZZ_SEED) CRM_HUB_FUZZ_SHRINK=1 \
 	CRM_HUB_FUZZ_DATABASES=postgresql,sqlite $(BIN)/pytest tests/adversarial/test_schema_fuzz.py
 
-## bench: run the benchmarks in bench/ (not part of `make test`)
+## bench: run the benchmarks in bench/ (not part of `make test`); their numbers go in bench/RESULTS.md
 bench: install
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do module=$${b%.py}; echo "== $$module"; $(BIN)/python -m $${module//\//.} || exit 1; done

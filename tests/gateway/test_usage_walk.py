@@ -3,6 +3,7 @@ Salesforce, on SQLite and PostgreSQL — exactly as the README's curl walk does 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -141,3 +142,24 @@ def test_the_six_usage_steps_of_the_spec_work_as_documented(sandbox: str, kind: 
         assert integration["lastSync"].endswith("Z")
         assert "error" not in integration
         assert status.json()["integrations"]["hubspot" if kind == "salesforce" else "salesforce"]["connected"] is False
+
+        # More leads, synced by a background job: every lead not yet synced to this provider.
+        more = [f"lead{n}.{kind}@example.com" for n in (1, 2, 3)]
+        for n, email in enumerate(more, start=1):
+            assert api.post("/leads", json={"fields": {"email": email, "name": f"Lead {n}"}}).status_code == 200
+        started_job = api.post("/crm/sync/leads", json={"provider": kind, "selection": "unsynced"})
+        assert started_job.status_code == 200
+        job = started_job.json()["job"]
+        assert (job["state"], job["total"]) == ("queued", 3)
+
+        with api.stream("GET", f"/crm/sync/jobs/{job['id']}/watch", timeout=30) as watched:
+            assert watched.status_code == 200
+            seen = [json.loads(line) for line in watched.iter_lines() if line.strip()]
+        assert seen[-1]["final"] is True
+        assert seen[-1]["job"]["state"] == "succeeded"
+        assert seen[-1]["job"]["counts"]["created"] == 3
+
+        results = api.get(f"/crm/sync/jobs/{job['id']}/results")
+        assert results.status_code == 200
+        assert sorted(r["outcome"] for r in results.json()["results"]) == ["created"] * 3
+        assert all(r["contactId"] for r in results.json()["results"])

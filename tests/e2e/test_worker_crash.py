@@ -45,15 +45,18 @@ class Crm:
     mapping: dict[str, str]
     writes: str
 
-    def contacts_per_email(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
+    def contact_ids_per_email(self) -> dict[str, list[str]]:
         if self.kind == "hubspot":
-            emails = [contact.properties.get("email", "") for contact in self.fake.contacts.values()]
+            contacts = [(c.properties.get("email", ""), c.id) for c in self.fake.contacts.values()]
         else:
-            emails = [str(row.get("Email") or "").lower() for row in self.fake._live_contacts()]
-        for email in emails:
-            counts[email] = counts.get(email, 0) + 1
-        return counts
+            contacts = [(str(row.get("Email") or "").lower(), str(row["Id"])) for row in self.fake._live_contacts()]
+        ids: dict[str, list[str]] = {}
+        for email, contact_id in contacts:
+            ids.setdefault(email, []).append(contact_id)
+        return ids
+
+    def contacts_per_email(self) -> dict[str, int]:
+        return {email: len(ids) for email, ids in self.contact_ids_per_email().items()}
 
 
 @contextlib.asynccontextmanager

@@ -235,11 +235,13 @@ class SyncEngine:
         keep_unfinished: bool = False,
         states: Mapping[str, LeadSyncState] | None = None,
         credentials: Credential | None = None,
+        intents_stale_after: float = INTENT_STALE_SECONDS,
     ) -> BatchResult:
         """Plan, write and record ``leads`` (one sync each) and ``decided`` (outcomes known already).
 
         ``states`` and ``credentials`` are the leads' sync states and the stored credentials when the caller
-        read them already; the states are read again if another sync of one of the contacts held it up.
+        read them already; the states are read again if another sync of one of the contacts held it up. An
+        intent another sync left open is that sync's until it is ``intents_stale_after`` seconds old.
 
         An error that stops the batch (an outage past the retries, expired credentials) is returned as
         ``error``; the leads it left without an outcome fail with it — or, with ``keep_unfinished``, are left
@@ -291,7 +293,14 @@ class SyncEngine:
                             )
                     for item in prepared:
                         planned = _against_state(
-                            target, item, states.get(item.key), policy, dry_run=dry_run, force=force, job_id=job_id
+                            target,
+                            item,
+                            states.get(item.key),
+                            policy,
+                            dry_run=dry_run,
+                            force=force,
+                            job_id=job_id,
+                            stale_after=intents_stale_after,
                         )
                         if isinstance(planned, SyncOutcome):
                             result.outcomes[item.key] = planned
@@ -449,7 +458,9 @@ class SyncEngine:
                     if lead_id in leads and (action == Decision.CREATE) == (policy is DuplicatePolicy.CREATE_NEW)
                 ]
                 if chosen:
-                    await self.sync_batch(caller, target, chosen, policy, dry_run=False)
+                    await self.sync_batch(
+                        caller, target, chosen, policy, dry_run=False, intents_stale_after=older_than_seconds
+                    )
                     reconciled += len(chosen)
         return reconciled
 
@@ -531,6 +542,7 @@ def _against_state(
     dry_run: bool,
     force: bool,
     job_id: str | None,
+    stale_after: float = INTENT_STALE_SECONDS,
 ) -> SyncItem | SyncOutcome:
     """The item as its sync state says: ``unchanged`` when what would be sent was sent last time (nothing to
     do); waiting, when another sync of the lead is writing right now; carrying what an interrupted earlier
@@ -538,7 +550,7 @@ def _against_state(
     crm = target.crm
     if state is not None and state.intent_at is not None:
         age = (utcnow() - state.intent_at).total_seconds()
-        if age < INTENT_STALE_SECONDS and (job_id is None or state.job_id != job_id):
+        if age < stale_after and (job_id is None or state.job_id != job_id):
             # A write for this lead is under way elsewhere (another replica, a job), or its answer was lost moments
             # ago and may still land: writing too could make a second contact.
             return _failed(
@@ -547,7 +559,7 @@ def _against_state(
                     f"Another sync of this lead to {crm.label} is still in progress; try again shortly.",
                     provider=crm.name,
                     reason=SYNC_IN_PROGRESS,
-                    retry_after=max(1.0, INTENT_STALE_SECONDS - age),
+                    retry_after=max(1.0, stale_after - age),
                 ),
                 dry_run,
             )

@@ -3,13 +3,17 @@ that names the email differently — over gRPC, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
-from crm_hub.v1 import fields_pb2, integrations_pb2, status_pb2
+from crm_hub.core.sync.engine import INTENT_STALE_SECONDS
+from crm_hub.storage import utcnow
+from crm_hub.storage.models import LeadSyncState
+from crm_hub.v1 import fields_pb2, integrations_pb2, leads_pb2, status_pb2
 from tests.e2e.conftest import World, salesforce_world
 from tests.support.grpc_errors import details_of
 
@@ -61,6 +65,47 @@ async def test_create_new_with_a_lost_answer_finds_the_contact_it_created_and_ne
     assert synced.contact_id in contacts
     assert synced.contact_id != existing
     assert list(synced.other_contact_ids) == [existing]
+
+
+async def test_a_create_that_may_still_be_in_flight_is_waited_for_then_found_never_sent_twice(
+    salesforce: World,
+) -> None:
+    await with_mapping(salesforce, SALESFORCE_MAPPING)
+    lead_id = await salesforce.lead(email="inflight@example.com", name="Inflight")
+    salesforce.fake.fail_next(path=COLLECTIONS, status=504)  # the CRM's gateway gave up; the create may still land
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "update"), metadata=salesforce.auth())
+    assert (details_of(unknown.value).code, details_of(unknown.value).reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "WRITE_OUTCOME_UNKNOWN",
+    )
+    posts = len(salesforce.fake.calls_to(COLLECTIONS, "POST"))
+
+    # Syncing again at once would risk a second contact: it waits, and says so, without calling the CRM.
+    calls_before = len(salesforce.fake.calls)
+    with pytest.raises(grpc.aio.AioRpcError) as waiting:
+        await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "update"), metadata=salesforce.auth())
+    assert (details_of(waiting.value).code, details_of(waiting.value).reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "SYNC_IN_PROGRESS",
+    )
+    assert len(salesforce.fake.calls) == calls_before
+
+    # The create did land, late; two minutes on, the next sync looks the email up and takes that contact as its own.
+    landed = salesforce.fake.add_contact({"Email": "inflight@example.com", "LastName": "Inflight"})
+    async with salesforce.application.database.session() as session:
+        await session.execute(
+            update(LeadSyncState)
+            .where(LeadSyncState.team_id == salesforce.team, LeadSyncState.lead_id == lead_id)
+            .values(intent_at=utcnow() - timedelta(seconds=INTENT_STALE_SECONDS + 1))
+        )
+    synced = await salesforce.sync.SyncLead(salesforce.sync_request(lead_id, "update"), metadata=salesforce.auth())
+    assert salesforce.fake.contacts_with_email("inflight@example.com") == [landed]
+    assert (synced.action, synced.contact_id) == ("created", landed)
+    assert len(salesforce.fake.calls_to(COLLECTIONS, "POST")) == posts, "the create was not sent again"
+    lead = await salesforce.leads.GetLead(leads_pb2.GetLeadRequest(lead_id=lead_id), metadata=salesforce.auth())
+    assert [(s.status, s.contact_id) for s in lead.sync_states] == [("synced", landed)]
 
 
 def stale_lookup(world: World, *matches: str) -> None:

@@ -161,6 +161,7 @@ async def figure_1() -> list[str]:
         "| a re-run of `changed` |",
         "|---|---|---|---|---|---|",
     ]
+    print("\n".join(rows), flush=True)
     cases = [
         ("update", 0, False),
         ("update", LEADS // 2, False),

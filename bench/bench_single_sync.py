@@ -34,9 +34,9 @@ from bench.harness import (
 from crm_hub.gateway import EnvoyGateway, GatewaySettings, HostPort
 
 
-async def bench(kind: str, calls: int, rounds: int) -> dict[str, float]:
+async def bench(kind: str, calls: int, rounds: int, latency: float = 0.0) -> dict[str, float]:
     with (
-        fake_crm("hubspot") as fake,
+        fake_crm("hubspot", latency=latency) as fake,
         database(kind) as url,
         crm_hub_server(url, fake, HUBSPOT_RATE_LIMIT="1000000/10s") as (port, _server),
     ):

@@ -170,7 +170,7 @@ class FakeCrm:
 def fake_crm(kind: str, *, latency: float = 0.0, rate_limit: int = 0) -> Iterator[FakeCrm]:
     """The provider's fake on a socket, in its own process. ``rate_limit`` 0: HubSpot's limit off."""
     client_id, client_secret = "bench-client", secrets.token_urlsafe(16)
-    command = [_PYTHON, "-m", f"crm_hub_{kind}.fake", "--client-id", client_id, "--client-secret", client_secret]
+    command = [_PYTHON, "-m", f"crm_hub_{kind}.fake", "--client-id", client_id, f"--client-secret={client_secret}"]
     command += ["--redirect-uri", REDIRECT, "--latency", str(latency), "--log-level", "warning"]
     if kind == "hubspot":
         command += ["--rate-limit", str(rate_limit)]

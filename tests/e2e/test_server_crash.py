@@ -9,7 +9,6 @@ but not sent, sent and applied after the server died (the lost answer), and answ
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from crm_hub.core.caller import Caller
 from crm_hub.testing import follow_consent
 from crm_hub.v1 import sync_pb2, sync_pb2_grpc
 from tests.e2e.test_worker_crash import crm_on_a_socket, until
-from tests.support.app import JWT_SECRET, VAULT_KEY, bearer
+from tests.support.app import bearer
 
 SYNCS = 120
 #: The fake holds every write this long before applying it, so many are in flight when the server dies.
@@ -58,17 +57,7 @@ async def test_a_server_killed_mid_sync_leaves_every_crm_write_recorded_once_rec
         for name, value in crm.env.items():
             monkeypatch.setenv(name, value)
         address = f"127.0.0.1:{free_port()}"
-        environment = {
-            **{name: value for name, value in os.environ.items() if not name.startswith(("HUBSPOT_", "SALESFORCE_"))},
-            **crm.env,
-            "DATABASE_URL": database_url,
-            "SECRET_VAULT_KEY": VAULT_KEY,
-            "JWT_SECRET": JWT_SECRET,
-            "CRM_HUB_DATA_DIR": str(tmp_path),
-            "CRM_HUB_PLUGINS": f"crm-hub-{kind}",
-            "CRM_HUB_GRPC_ADDRESS": address,
-            "CRM_HUB_LOG_FORMAT": "text",
-        }
+        environment = crm.child_environment(database_url, tmp_path, CRM_HUB_GRPC_ADDRESS=address)
         application = Application.from_settings(Settings.from_env(environment))
         log = tmp_path / "server.log"
         team = f"team-{uuid.uuid4().hex[:10]}"

@@ -45,6 +45,21 @@ class Crm:
     mapping: dict[str, str]
     writes: str
 
+    def child_environment(self, database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+        """The environment of a crm_hub child process (server or worker) using this CRM and database."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "SALESFORCE_"))}
+        return {
+            **inherited,
+            **self.env,
+            "DATABASE_URL": database_url,
+            "SECRET_VAULT_KEY": VAULT_KEY,
+            "JWT_SECRET": JWT_SECRET,
+            "CRM_HUB_DATA_DIR": str(data_dir),
+            "CRM_HUB_PLUGINS": f"crm-hub-{self.kind}",
+            "CRM_HUB_LOG_FORMAT": "text",
+            **extra,
+        }
+
     def contact_ids_per_email(self) -> dict[str, list[str]]:
         if self.kind == "hubspot":
             contacts = [(c.properties.get("email", ""), c.id) for c in self.fake.contacts.values()]
@@ -128,18 +143,9 @@ async def test_a_worker_killed_mid_job_loses_and_duplicates_nothing_once_another
         for name, value in crm.env.items():  # the plugins read their settings from the environment
             monkeypatch.setenv(name, value)
         queue = f"crash-{uuid.uuid4().hex[:10]}"
-        environment = {
-            **{name: value for name, value in os.environ.items() if not name.startswith(("HUBSPOT_", "SALESFORCE_"))},
-            **crm.env,
-            "DATABASE_URL": database_url,
-            "SECRET_VAULT_KEY": VAULT_KEY,
-            "JWT_SECRET": JWT_SECRET,
-            "CRM_HUB_DATA_DIR": str(tmp_path),
-            "CRM_HUB_PLUGINS": f"crm-hub-{kind}",
-            "CRM_HUB_QUEUE": queue,
-            "CRM_HUB_WORKER_HEARTBEAT_SECONDS": "1",
-            "CRM_HUB_LOG_FORMAT": "text",
-        }
+        environment = crm.child_environment(
+            database_url, tmp_path, CRM_HUB_QUEUE=queue, CRM_HUB_WORKER_HEARTBEAT_SECONDS="1"
+        )
         settings = Settings.from_env(environment)
         application = Application.from_settings(settings)  # this process only defers; the workers run the job
         log = tmp_path / "workers.log"

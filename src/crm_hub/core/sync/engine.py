@@ -502,7 +502,8 @@ class SyncEngine:
         )
 
 
-def _validated_policy(provider: str, duplicate_policy: str) -> DuplicatePolicy:
+def checked_target(provider: str, duplicate_policy: str) -> tuple[DuplicatePolicy, list[FieldViolation]]:
+    """The policy a sync request asks for (update when it is not valid) and what is wrong with its target."""
     violations = []
     if not provider:
         violations.append(FieldViolation("provider", "name the CRM to sync to, e.g. hubspot"))
@@ -511,12 +512,22 @@ def _validated_policy(provider: str, duplicate_policy: str) -> DuplicatePolicy:
     except InvalidArgument as error:
         violations.extend(error.field_violations)
         policy = DuplicatePolicy.UPDATE
+    return policy, violations
+
+
+def invalid_request(what: str, violations: Sequence[FieldViolation]) -> InvalidArgument:
+    """``SYNC_REQUEST_INVALID`` naming every violation, e.g. what = "The sync job"."""
+    return InvalidArgument(
+        f"{what} is not valid: " + "; ".join(f"{v.field} {v.description}" for v in violations) + ".",
+        reason="SYNC_REQUEST_INVALID",
+        field_violations=list(violations),
+    )
+
+
+def _validated_policy(provider: str, duplicate_policy: str) -> DuplicatePolicy:
+    policy, violations = checked_target(provider, duplicate_policy)
     if violations:
-        raise InvalidArgument(
-            "The sync request is not valid: " + "; ".join(f"{v.field} {v.description}" for v in violations) + ".",
-            reason="SYNC_REQUEST_INVALID",
-            field_violations=violations,
-        )
+        raise invalid_request("The sync request", violations)
     return policy
 
 

@@ -28,7 +28,14 @@ from crm_hub.auth import Principal, Role
 from crm_hub.core.budget import RateBudgets
 from crm_hub.core.caller import Caller
 from crm_hub.core.leads import LeadRecord, check_lead_id
-from crm_hub.core.sync.engine import INTENT_STALE_SECONDS, SYNC_IN_PROGRESS, BatchResult, SyncEngine
+from crm_hub.core.sync.engine import (
+    INTENT_STALE_SECONDS,
+    SYNC_IN_PROGRESS,
+    BatchResult,
+    SyncEngine,
+    checked_target,
+    invalid_request,
+)
 from crm_hub.core.sync.model import DuplicatePolicy, SyncAction, SyncOutcome, fingerprint
 from crm_hub.core.sync.writer import WRITE_OUTCOME_UNKNOWN
 from crm_hub.errors import (
@@ -479,14 +486,7 @@ def _summary(failures: dict[str, int]) -> str | None:
 def _validated(
     provider: str, duplicate_policy: str, lead_ids: Sequence[str], selection: str
 ) -> tuple[DuplicatePolicy, str]:
-    violations: list[FieldViolation] = []
-    if not provider:
-        violations.append(FieldViolation("provider", "name the CRM to sync to, e.g. hubspot"))
-    try:
-        policy = DuplicatePolicy.parse(duplicate_policy)
-    except InvalidArgument as error:
-        violations.extend(error.field_violations)
-        policy = DuplicatePolicy.UPDATE
+    policy, violations = checked_target(provider, duplicate_policy)
     if lead_ids and selection:
         violations.append(FieldViolation("selection", "give either leadIds or a selection, not both"))
     elif not lead_ids and not selection:
@@ -496,11 +496,7 @@ def _validated(
     if len(lead_ids) > MAX_LEAD_IDS:
         violations.append(FieldViolation("leadIds", f"at most {MAX_LEAD_IDS} lead ids per job; use a selection"))
     if violations:
-        raise InvalidArgument(
-            "The sync job is not valid: " + "; ".join(f"{v.field} {v.description}" for v in violations) + ".",
-            reason="SYNC_REQUEST_INVALID",
-            field_violations=violations,
-        )
+        raise invalid_request("The sync job", violations)
     return policy, selection or "ids"
 
 

@@ -144,6 +144,7 @@ class Application:
         if isinstance(self.jobs.queue, InProcessQueue | ProcrastinateQueue):
             await self.jobs.queue.close()
         await self.notifications.drain()
+        await self.sync.contact_locks.aclose()
         for provider in self.plugins.providers():
             await provider.aclose()
         for notifier in self.plugins.notifiers():

@@ -165,9 +165,12 @@ async def hubspot(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         yield world
 
 
-def salesforce_world(database_url: str, data_dir: Path, **options: Any) -> AbstractAsyncContextManager[World]:
-    """A Salesforce org (``options`` go to FakeSalesforce: duplicate_rules, rotate_refresh_tokens, ...)."""
-    fake = FakeSalesforce(redirect_uri=SALESFORCE_REDIRECT, **options)
+def salesforce_world(
+    database_url: str, data_dir: Path, fake: FakeSalesforce | None = None, **options: Any
+) -> AbstractAsyncContextManager[World]:
+    """A Salesforce org (``options`` go to FakeSalesforce: duplicate_rules, rotate_refresh_tokens, ...); pass
+    ``fake`` for a second crm_hub (a replica) in front of the same org."""
+    fake = fake or FakeSalesforce(redirect_uri=SALESFORCE_REDIRECT, **options)
     settings = SalesforceSettings(
         client_id=fake.client_id,
         client_secret=fake.client_secret,

@@ -3,18 +3,20 @@ that names the email differently — over gRPC, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from crm_hub_salesforce.fake import FakeSalesforce
 from sqlalchemy import text, update
 
 from crm_hub.core.sync.engine import INTENT_STALE_SECONDS
 from crm_hub.storage import utcnow
 from crm_hub.storage.models import LeadSyncState
 from crm_hub.v1 import fields_pb2, integrations_pb2, leads_pb2, status_pb2
-from tests.e2e.conftest import World, salesforce_world
+from tests.e2e.conftest import SALESFORCE_REDIRECT, World, salesforce_world
 from tests.support.grpc_errors import details_of
 
 SALESFORCE_MAPPING = {"email": "Email", "name": "LastName", "title": "Title"}
@@ -106,6 +108,29 @@ async def test_a_create_that_may_still_be_in_flight_is_waited_for_then_found_nev
     assert len(salesforce.fake.calls_to(COLLECTIONS, "POST")) == posts, "the create was not sent again"
     lead = await salesforce.leads.GetLead(leads_pb2.GetLeadRequest(lead_id=lead_id), metadata=salesforce.auth())
     assert [(s.status, s.contact_id) for s in lead.sync_states] == [("synced", landed)]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_two_replicas_syncing_one_new_email_at_once_make_one_contact(database_url: str, tmp_path: Path) -> None:
+    org = FakeSalesforce(redirect_uri=SALESFORCE_REDIRECT)  # takes several contacts per email: nothing stops a second
+    async with (
+        salesforce_world(database_url, tmp_path, fake=org) as replica_a,
+        salesforce_world(database_url, tmp_path, fake=org) as replica_b,
+    ):
+        replica_b.team = replica_a.team
+        await with_mapping(replica_a, SALESFORCE_MAPPING)
+        first = await replica_a.lead(email="twice@example.com", name="First")
+        second = await replica_a.lead(email="twice@example.com", name="Second")
+        org.timeout_next(2, delay=0.3, path=COLLECTIONS)  # each write takes a while, so the two syncs overlap
+
+        synced = await asyncio.gather(
+            replica_a.sync.SyncLead(replica_a.sync_request(first, "update"), metadata=replica_a.auth()),
+            replica_b.sync.SyncLead(replica_b.sync_request(second, "update"), metadata=replica_b.auth()),
+        )
+
+        [contact] = org.contacts_with_email("twice@example.com")
+        assert sorted(answer.action for answer in synced) == ["created", "updated"]
+        assert {answer.contact_id for answer in synced} == {contact}
 
 
 def stale_lookup(world: World, *matches: str) -> None:

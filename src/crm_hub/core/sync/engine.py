@@ -12,13 +12,10 @@ The single ``SyncLead`` and a job's batch share all four; a batch is just more l
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -58,6 +55,7 @@ from crm_hub.storage import (
     LeadRepository,
     utcnow,
 )
+from crm_hub.storage.locks import ContactLocks
 from crm_hub.storage.models import LeadSyncState, SyncJob
 from crm_hub.storage.sync import (
     TIMELINE,
@@ -120,6 +118,7 @@ class SyncEngine:
         notifications: NotificationDispatcher,
         retry: RetryPolicy | None = None,
         budgets: RateBudgets | None = None,
+        contact_locks: ContactLocks | None = None,
     ) -> None:
         self._database = database
         self._budgets = budgets or RateBudgets(database)
@@ -128,10 +127,7 @@ class SyncEngine:
         self._catalog = catalog
         self._notifications = notifications
         self._writer = ContactWriter(retry)
-        # Weak values: a lock lives only while a sync holds or waits for it, so the map does not grow.
-        self._contact_locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.contact_locks = contact_locks or ContactLocks(database)
 
     # -- one lead ------------------------------------------------------------------------------------
 
@@ -284,7 +280,9 @@ class SyncEngine:
         if prepared:
             done: dict[str, SyncOutcome] = {}
             try:
-                async with self._holding(caller.team_id, crm.name, prepared) as waited:
+                # One sync per contact at a time, in every process: two syncs of one email must not both create it.
+                contacts = [item.email or item.key for item in prepared]
+                async with self.contact_locks.holding(caller.team_id, crm.name, contacts) as waited:
                     if states is None or waited:
                         # Read under the contact locks: a sync of the same lead that just finished is seen.
                         async with self._database.session() as session:
@@ -463,19 +461,6 @@ class SyncEngine:
                     )
                     reconciled += len(chosen)
         return reconciled
-
-    @contextlib.asynccontextmanager
-    async def _holding(self, team_id: str, provider: str, items: Sequence[SyncItem]) -> AsyncIterator[bool]:
-        """One sync per contact at a time in this process: two syncs of one email must not both create it.
-        Yields whether another sync held one of the contacts up (what was read before may be stale)."""
-        keys = sorted({item.email or item.key for item in items})  # in order: two batches never deadlock
-        waited = False
-        async with contextlib.AsyncExitStack() as stack:
-            for key in keys:
-                lock = self._contact_locks.setdefault((team_id, provider, key), asyncio.Lock())
-                waited = waited or lock.locked()
-                await stack.enter_async_context(lock)
-            yield waited
 
     def _notify(
         self,

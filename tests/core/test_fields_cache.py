@@ -1,4 +1,5 @@
-"""The field cache: one CRM call per team and TTL, never one team's fields for another."""
+"""The field cache: one CRM call per team and TTL, never one team's fields for another, and never the fields of an
+account that was replaced on another replica."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from crm_hub.application import Application
 from crm_hub.auth import Principal, Role
+from crm_hub.config import Settings
 from crm_hub.core.caller import Caller
+from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, TokenSet
-from crm_hub.storage import IntegrationRepository, IntegrationStatus, TeamRepository
-from tests.support.memory_crm import MemoryCrm
+from crm_hub.storage import Integration, IntegrationRepository, IntegrationStatus, TeamRepository
+from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
 
 
 class PerAccountCrm(MemoryCrm):
@@ -29,6 +32,13 @@ async def connected(application: Application, team_id: str, access_token: str) -
     return Caller(principal=Principal(subject="u", team_id=team_id, role=Role.MEMBER), request_id="r")
 
 
+async def fields(application: Application, caller: Caller, crm: MemoryCrm) -> list[str]:
+    """The custom fields ``application`` plans ``caller``'s syncs against, as a sync reads them."""
+    async with application.database.session() as session:
+        integration: Integration | None = await IntegrationRepository(session).get(caller.team_id, crm.name)
+    return custom(await application.fields.fields_of(caller, crm, integration))
+
+
 def custom(fields: Sequence[CrmField]) -> list[str]:
     return [field.name for field in fields if field.name.startswith("x_")]
 
@@ -40,15 +50,33 @@ async def test_each_team_sees_its_own_accounts_fields_and_each_is_fetched_once(
     first = await connected(application, team_id, "acct1")
     second = await connected(application, f"{team_id}-b", "acct2")
     for _ in range(3):
-        assert custom(await application.fields.fields_of(first, crm)) == ["x_acct1"]
-        assert custom(await application.fields.fields_of(second, crm)) == ["x_acct2"]
+        assert await fields(application, first, crm) == ["x_acct1"]
+        assert await fields(application, second, crm) == ["x_acct2"]
     assert crm.calls.count("list_fields") == 2
 
 
 async def test_forgetting_a_team_fetches_its_fields_again(application: Application, team_id: str) -> None:
     crm = PerAccountCrm()
     caller = await connected(application, team_id, "acct1")
-    await application.fields.fields_of(caller, crm)
+    await fields(application, caller, crm)
     application.fields.forget(team_id, "memorycrm")
-    await application.fields.fields_of(caller, crm)
+    await fields(application, caller, crm)
     assert crm.calls.count("list_fields") == 2
+
+
+async def test_an_account_reconnected_on_another_replica_is_not_served_from_this_replicas_cache(
+    application: Application, settings: Settings, team_id: str
+) -> None:
+    crm = PerAccountCrm()
+    caller = await connected(application, team_id, "acct1")
+    host = PluginHost(load_entry_points=False)
+    host.register(MemoryCrmPlugin(crm), name="memorycrm", distribution="crm-hub-memorycrm", version="0.0.1")
+    other_replica = Application.from_settings(settings, plugins=host)
+    try:
+        assert await fields(other_replica, caller, crm) == ["x_acct1"]
+        await connected(application, team_id, "acct2")  # this replica connects another account
+        assert await fields(other_replica, caller, crm) == ["x_acct2"]
+        assert await fields(other_replica, caller, crm) == ["x_acct2"]
+        assert crm.calls.count("list_fields") == 2
+    finally:
+        await other_replica.aclose()

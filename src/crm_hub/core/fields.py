@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime
 
 from crm_hub.core.caller import Caller
 from crm_hub.core.credentials import CredentialStore
@@ -12,7 +13,7 @@ from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import FailedPrecondition, FieldViolation, MappingInvalid
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, CrmProvider, FieldType
-from crm_hub.storage import Database, IntegrationRepository
+from crm_hub.storage import Database, Integration, IntegrationRepository
 
 __all__ = ["FIELDS_CACHE_SECONDS", "FieldCatalog", "validate_mapping"]
 
@@ -43,22 +44,28 @@ class FieldCatalog:
         self._credentials = credentials
         self._cache_seconds = cache_seconds
         self._retry = retry or RetryPolicy()
-        self._cache: dict[tuple[str, str], tuple[float, list[CrmField]]] = {}
+        #: (team, provider) → (fresh until, the integration's last status change, fields).
+        self._cache: dict[tuple[str, str], tuple[float, datetime | None, list[CrmField]]] = {}
 
     async def list_fields(self, caller: Caller, kind: str) -> list[CrmField]:
         provider = self._plugins.providers().get(kind)
-        return await self.fields_of(caller, provider)
+        async with self._database.session() as session:
+            integration = await IntegrationRepository(session).get(caller.team_id, provider.name)
+        return await self.fields_of(caller, provider, integration)
 
-    async def fields_of(self, caller: Caller, provider: CrmProvider) -> list[CrmField]:
-        """The provider's fields for this team, from the cache while it is fresh."""
+    async def fields_of(self, caller: Caller, provider: CrmProvider, integration: Integration | None) -> list[CrmField]:
+        """The provider's fields for this team, from the cache while it is fresh and the integration has not
+        changed since: a connect or disconnect on any replica (a new ``last_seen_at``) makes every replica ask
+        the CRM again, not serve the previous account's fields for minutes."""
         key = (caller.team_id, provider.name)
+        changed = integration.last_seen_at if integration is not None else None
         cached = self._cache.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        if cached is not None and cached[0] > time.monotonic() and cached[1] == changed:
+            return cached[2]
         fields = await self._credentials.call(
             caller, provider, lambda tokens: self._retry.run(lambda: provider.list_fields(tokens))
         )
-        self._cache[key] = (time.monotonic() + self._cache_seconds, fields)
+        self._cache[key] = (time.monotonic() + self._cache_seconds, changed, fields)
         return fields
 
     def forget(self, team_id: str, provider: str) -> None:
@@ -76,7 +83,9 @@ class FieldCatalog:
     async def save_mapping(self, caller: Caller, kind: str, mapping: Mapping[str, str]) -> dict[str, str]:
         """Validate the mapping against the CRM's fields, then save it; nothing is saved if any entry is bad."""
         provider = self._plugins.providers().get(kind)
-        fields = await self.fields_of(caller, provider)
+        async with self._database.session() as session:
+            integration = await IntegrationRepository(session).get(caller.team_id, provider.name)
+        fields = await self.fields_of(caller, provider, integration)
         validate_mapping(mapping, fields, provider_label=provider.label)
         async with self._database.session() as session:
             repository = IntegrationRepository(session)

@@ -159,7 +159,7 @@ class SyncEngine:
             target = SyncTarget(
                 crm=crm,
                 mapping=mapping,
-                fields=await self._catalog.fields_of(caller, crm),
+                fields=await self._catalog.fields_of(caller, crm, integration),
                 shown_error=_shown_error(integration),
             )
         except ProviderError as error:  # the CRM failed before the lead's turn came: a sync that failed all the same
@@ -213,7 +213,7 @@ class SyncEngine:
         return SyncTarget(
             crm=crm,
             mapping=mapping,
-            fields=await self._catalog.fields_of(caller, crm),
+            fields=await self._catalog.fields_of(caller, crm, integration),
             shown_error=_shown_error(integration),
         )
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from crm_hub.core.caller import Caller
-from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
 from crm_hub.storage import Database, Lead, LeadRepository, TeamRepository, TimelineEvent, TimelineRepository
 from crm_hub.storage.models import LeadSyncState
 from crm_hub.storage.sync import SyncStateRepository
@@ -50,10 +50,17 @@ class LeadRecord:
     fields: dict[str, str]
     external_id: str | None
     created_at: datetime
+    updated_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Lead) -> LeadRecord:
-        return cls(id=row.id, fields=dict(row.fields), external_id=row.external_id, created_at=row.created_at)
+        return cls(
+            id=row.id,
+            fields=dict(row.fields),
+            external_id=row.external_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,38 @@ class LeadService:
             )
         return LeadRecord.of(lead), created
 
+    async def update(self, caller: Caller, lead_id: str, changes: Mapping[str, str]) -> tuple[LeadRecord, bool]:
+        """Merge ``changes`` into the lead's fields (a value of "" removes the field); the lead, and whether it
+        changed. The result must be a valid lead, as at intake; nothing is written otherwise."""
+        check_lead_id(lead_id)
+        _validate_changes(changes)
+        async with self._database.session(writes=True) as session:
+            leads = LeadRepository(session)
+            row = await leads.get(caller.team_id, lead_id, for_update=True)
+            fields = {**row.fields, **{name: value for name, value in changes.items() if value != ""}}
+            for name in (name for name, value in changes.items() if value == ""):
+                fields.pop(name, None)
+            _validate_lead(fields, "")
+            if fields == row.fields:
+                return LeadRecord.of(row), False
+            return LeadRecord.of(await leads.update_fields(caller.team_id, lead_id, fields)), True
+
+    async def delete(self, caller: Caller, lead_id: str) -> None:
+        """Delete the lead with its sync states and timeline (never anything in a CRM). Refused while one of its
+        syncs is writing to a CRM, whose outcome would then have no lead to be recorded against."""
+        check_lead_id(lead_id)
+        async with self._database.session(writes=True) as session:
+            leads = LeadRepository(session)
+            await leads.get(caller.team_id, lead_id, for_update=True)  # NotFound, and no sync starts meanwhile
+            states = await SyncStateRepository(session).for_lead(caller.team_id, lead_id)
+            if writing := [state.provider for state in states if state.intent_at is not None]:
+                raise Unavailable(
+                    f"A sync of this lead to {', '.join(writing)} is still writing; delete it once that is done.",
+                    reason="SYNC_IN_PROGRESS",
+                    retry_after=5.0,
+                )
+            await leads.delete(caller.team_id, lead_id)
+
     async def get(self, caller: Caller, lead_id: str) -> tuple[LeadRecord, list[LeadSyncView]]:
         """The lead, and its sync state with every provider it was ever synced to."""
         check_lead_id(lead_id)
@@ -159,35 +198,52 @@ class LeadService:
         return TimelinePage(events=[TimelineEntry.of(event) for event in events[:limit]], next_page_token=next_token)
 
 
+def _validate_changes(changes: Mapping[str, str]) -> None:
+    """The changes of an update, before they are merged: names a lead may have, values it may hold."""
+    violations: list[FieldViolation] = []
+    if not changes:
+        violations.append(FieldViolation("fields", 'name at least one field to change (a value of "" removes it)'))
+    if len(changes) > MAX_FIELDS:
+        violations.append(FieldViolation("fields", f"at most {MAX_FIELDS} fields per lead"))
+    violations += [violation for name, value in changes.items() if (violation := _field_violation(name, value))]
+    if violations:
+        raise _lead_invalid(violations)
+
+
+def _field_violation(name: str, value: str) -> FieldViolation | None:
+    if not LEAD_FIELD_NAME.fullmatch(name):
+        return FieldViolation(
+            f"fields[{name[:64]}]", "field names start with a letter or _ and use letters, digits, _ . - (at most 64)"
+        )
+    if len(value) > MAX_VALUE_LENGTH:
+        return FieldViolation(f"fields[{name}]", f"longer than {MAX_VALUE_LENGTH} characters")
+    if _CONTROL_CHARACTER.search(value):
+        return FieldViolation(f"fields[{name}]", "contains a control character (such as NUL)")
+    return None
+
+
+def _lead_invalid(violations: list[FieldViolation]) -> InvalidArgument:
+    return InvalidArgument(
+        "The lead is not valid: " + "; ".join(f"{v.field}: {v.description}" for v in violations) + ".",
+        reason="LEAD_INVALID",
+        field_violations=violations,
+    )
+
+
 def _validate_lead(fields: Mapping[str, str], external_id: str) -> None:
     violations: list[FieldViolation] = []
     if not fields:
         violations.append(FieldViolation("fields", "a lead needs at least one field, e.g. email"))
     if len(fields) > MAX_FIELDS:
         violations.append(FieldViolation("fields", f"at most {MAX_FIELDS} fields per lead"))
-    for name, value in fields.items():
-        if not LEAD_FIELD_NAME.fullmatch(name):
-            violations.append(
-                FieldViolation(
-                    f"fields[{name[:64]}]",
-                    "field names start with a letter or _ and use letters, digits, _ . - (at most 64)",
-                )
-            )
-        elif len(value) > MAX_VALUE_LENGTH:
-            violations.append(FieldViolation(f"fields[{name}]", f"longer than {MAX_VALUE_LENGTH} characters"))
-        elif _CONTROL_CHARACTER.search(value):
-            violations.append(FieldViolation(f"fields[{name}]", "contains a control character (such as NUL)"))
+    violations += [violation for name, value in fields.items() if (violation := _field_violation(name, value))]
     email = fields.get("email")
     if email is not None and email.strip() and not _CONTROL_CHARACTER.search(email) and not _looks_like_email(email):
         violations.append(FieldViolation("fields[email]", f"{email[:80]!r} is not an email address"))
     if len(external_id) > MAX_EXTERNAL_ID_LENGTH or not external_id.isprintable():
         violations.append(FieldViolation("external_id", f"at most {MAX_EXTERNAL_ID_LENGTH} printable characters"))
     if violations:
-        raise InvalidArgument(
-            "The lead is not valid: " + "; ".join(f"{v.field}: {v.description}" for v in violations) + ".",
-            reason="LEAD_INVALID",
-            field_violations=violations,
-        )
+        raise _lead_invalid(violations)
 
 
 def _looks_like_email(value: str) -> bool:

@@ -39,6 +39,7 @@ def lead(row: LeadRecord) -> leads_pb2.Lead:
         fields=row.fields,
         external_id=row.external_id or "",
         created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at or row.created_at),
     )
 
 

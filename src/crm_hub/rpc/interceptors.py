@@ -70,6 +70,8 @@ METHOD_POLICY: dict[str, tuple[Role, str]] = {
     "/crm_hub.v1.StatusService/GetStatus": (Role.MEMBER, "read integration status"),
     "/crm_hub.v1.LeadsService/CreateLead": (Role.MEMBER, "create a lead"),
     "/crm_hub.v1.LeadsService/GetLead": (Role.MEMBER, "read a lead"),
+    "/crm_hub.v1.LeadsService/UpdateLead": (Role.MEMBER, "update a lead"),
+    "/crm_hub.v1.LeadsService/DeleteLead": (Role.ADMIN, "delete a lead"),
     "/crm_hub.v1.LeadsService/ListTimelineEvents": (Role.MEMBER, "read a lead's timeline"),
 }
 

@@ -172,6 +172,17 @@ class LeadsServicer(leads_pb2_grpc.LeadsServiceServicer):
             success=True, lead=convert.lead(lead), sync_states=[convert.lead_sync_state(state) for state in states]
         )
 
+    async def UpdateLead(self, request: leads_pb2.UpdateLeadRequest, context: Context) -> leads_pb2.UpdateLeadResponse:
+        lead, changed = await self._leads.update(current_caller(), request.lead_id, dict(request.fields))
+        return leads_pb2.UpdateLeadResponse(success=True, lead=convert.lead(lead), changed=changed)
+
+    async def DeleteLead(self, request: leads_pb2.DeleteLeadRequest, context: Context) -> leads_pb2.DeleteLeadResponse:
+        await self._leads.delete(current_caller(), request.lead_id)
+        return leads_pb2.DeleteLeadResponse(
+            success=True,
+            message="Lead deleted from crm_hub, with its sync states and timeline; CRM contacts were not touched.",
+        )
+
     async def ListTimelineEvents(
         self, request: leads_pb2.ListTimelineEventsRequest, context: Context
     ) -> leads_pb2.ListTimelineEventsResponse:

@@ -115,13 +115,31 @@ class LeadRepository:
             raise RuntimeError(f"lead with external id {external_id!r} conflicted but cannot be read")
         return existing, False
 
-    async def get(self, team_id: str, lead_id: str) -> Lead:
-        """The team's lead ``lead_id``; :class:`NotFound` if it does not exist or belongs to another team."""
-        lead = await self._session.scalar(select(Lead).where(Lead.team_id == team_id, Lead.id == lead_id))
+    async def get(self, team_id: str, lead_id: str, *, for_update: bool = False) -> Lead:
+        """The team's lead ``lead_id``; :class:`NotFound` if it does not exist or belongs to another team.
+        ``for_update``: locked until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
+        statement = select(Lead).where(Lead.team_id == team_id, Lead.id == lead_id)
+        if for_update:
+            statement = statement.with_for_update()
+        lead = await self._session.scalar(statement)
         if lead is None:
             # The same answer for "missing" and "someone else's": ids must not reveal other teams' data.
             raise NotFound(f"Lead {lead_id} not found", metadata={"lead_id": lead_id})
         return lead
+
+    async def update_fields(self, team_id: str, lead_id: str, fields: Mapping[str, str]) -> Lead:
+        """Replace the lead's fields; returns the lead as stored."""
+        statement = (
+            update(Lead)
+            .where(Lead.team_id == team_id, Lead.id == lead_id)
+            .values(fields=dict(fields), updated_at=utcnow())
+            .returning(Lead)
+        )
+        return (await self._session.scalars(statement, execution_options=_FRESH)).one()
+
+    async def delete(self, team_id: str, lead_id: str) -> None:
+        """Delete the lead; its sync states and timeline events go with it (ON DELETE CASCADE)."""
+        await self._session.execute(delete(Lead).where(Lead.team_id == team_id, Lead.id == lead_id))
 
     async def get_many(self, team_id: str, lead_ids: Sequence[str]) -> builtins.list[Lead]:
         """The team's leads among ``lead_ids``, by id (missing and other teams' ids are left out)."""

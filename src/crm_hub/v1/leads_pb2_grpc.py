@@ -45,6 +45,16 @@ class LeadsServiceStub:
                 request_serializer=crm__hub_dot_v1_dot_leads__pb2.GetLeadRequest.SerializeToString,
                 response_deserializer=crm__hub_dot_v1_dot_leads__pb2.GetLeadResponse.FromString,
                 _registered_method=True)
+        self.UpdateLead = channel.unary_unary(
+                '/crm_hub.v1.LeadsService/UpdateLead',
+                request_serializer=crm__hub_dot_v1_dot_leads__pb2.UpdateLeadRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_leads__pb2.UpdateLeadResponse.FromString,
+                _registered_method=True)
+        self.DeleteLead = channel.unary_unary(
+                '/crm_hub.v1.LeadsService/DeleteLead',
+                request_serializer=crm__hub_dot_v1_dot_leads__pb2.DeleteLeadRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_leads__pb2.DeleteLeadResponse.FromString,
+                _registered_method=True)
         self.ListTimelineEvents = channel.unary_unary(
                 '/crm_hub.v1.LeadsService/ListTimelineEvents',
                 request_serializer=crm__hub_dot_v1_dot_leads__pb2.ListTimelineEventsRequest.SerializeToString,
@@ -70,6 +80,20 @@ class LeadsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateLead(self, request, context):
+        """Changes some of a lead's fields: the given ones are merged in, a field given as "" is removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLead(self, request, context):
+        """Deletes a lead from crm_hub, with its sync states and timeline. CRM contacts are never touched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTimelineEvents(self, request, context):
         """Lists the lead's timeline events, newest first.
         """
@@ -89,6 +113,16 @@ def add_LeadsServiceServicer_to_server(servicer, server):
                     servicer.GetLead,
                     request_deserializer=crm__hub_dot_v1_dot_leads__pb2.GetLeadRequest.FromString,
                     response_serializer=crm__hub_dot_v1_dot_leads__pb2.GetLeadResponse.SerializeToString,
+            ),
+            'UpdateLead': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLead,
+                    request_deserializer=crm__hub_dot_v1_dot_leads__pb2.UpdateLeadRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_leads__pb2.UpdateLeadResponse.SerializeToString,
+            ),
+            'DeleteLead': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLead,
+                    request_deserializer=crm__hub_dot_v1_dot_leads__pb2.DeleteLeadRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_leads__pb2.DeleteLeadResponse.SerializeToString,
             ),
             'ListTimelineEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTimelineEvents,
@@ -151,6 +185,60 @@ class LeadsService:
             '/crm_hub.v1.LeadsService/GetLead',
             crm__hub_dot_v1_dot_leads__pb2.GetLeadRequest.SerializeToString,
             crm__hub_dot_v1_dot_leads__pb2.GetLeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.LeadsService/UpdateLead',
+            crm__hub_dot_v1_dot_leads__pb2.UpdateLeadRequest.SerializeToString,
+            crm__hub_dot_v1_dot_leads__pb2.UpdateLeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.LeadsService/DeleteLead',
+            crm__hub_dot_v1_dot_leads__pb2.DeleteLeadRequest.SerializeToString,
+            crm__hub_dot_v1_dot_leads__pb2.DeleteLeadResponse.FromString,
             options,
             channel_credentials,
             insecure,

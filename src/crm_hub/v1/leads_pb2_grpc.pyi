@@ -37,6 +37,10 @@ class LeadsServiceStub:
     """Stores a lead. Idempotent on external_id: the same external_id returns the same lead."""
     GetLead: _grpc.UnaryUnaryMultiCallable[_leads_pb2.GetLeadRequest, _leads_pb2.GetLeadResponse]
     """Returns one of the caller's team's leads."""
+    UpdateLead: _grpc.UnaryUnaryMultiCallable[_leads_pb2.UpdateLeadRequest, _leads_pb2.UpdateLeadResponse]
+    """Changes some of a lead's fields: the given ones are merged in, a field given as "" is removed."""
+    DeleteLead: _grpc.UnaryUnaryMultiCallable[_leads_pb2.DeleteLeadRequest, _leads_pb2.DeleteLeadResponse]
+    """Deletes a lead from crm_hub, with its sync states and timeline. CRM contacts are never touched."""
     ListTimelineEvents: _grpc.UnaryUnaryMultiCallable[_leads_pb2.ListTimelineEventsRequest, _leads_pb2.ListTimelineEventsResponse]
     """Lists the lead's timeline events, newest first."""
 
@@ -49,6 +53,10 @@ class LeadsServiceAsyncStub(LeadsServiceStub):
     """Stores a lead. Idempotent on external_id: the same external_id returns the same lead."""
     GetLead: _aio.UnaryUnaryMultiCallable[_leads_pb2.GetLeadRequest, _leads_pb2.GetLeadResponse]  # type: ignore[assignment]
     """Returns one of the caller's team's leads."""
+    UpdateLead: _aio.UnaryUnaryMultiCallable[_leads_pb2.UpdateLeadRequest, _leads_pb2.UpdateLeadResponse]  # type: ignore[assignment]
+    """Changes some of a lead's fields: the given ones are merged in, a field given as "" is removed."""
+    DeleteLead: _aio.UnaryUnaryMultiCallable[_leads_pb2.DeleteLeadRequest, _leads_pb2.DeleteLeadResponse]  # type: ignore[assignment]
+    """Deletes a lead from crm_hub, with its sync states and timeline. CRM contacts are never touched."""
     ListTimelineEvents: _aio.UnaryUnaryMultiCallable[_leads_pb2.ListTimelineEventsRequest, _leads_pb2.ListTimelineEventsResponse]  # type: ignore[assignment]
     """Lists the lead's timeline events, newest first."""
 
@@ -70,6 +78,22 @@ class LeadsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_leads_pb2.GetLeadResponse, _abc.Awaitable[_leads_pb2.GetLeadResponse]]:
         """Returns one of the caller's team's leads."""
+
+    @_abc_1.abstractmethod
+    def UpdateLead(
+        self,
+        request: _leads_pb2.UpdateLeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.UpdateLeadResponse, _abc.Awaitable[_leads_pb2.UpdateLeadResponse]]:
+        """Changes some of a lead's fields: the given ones are merged in, a field given as "" is removed."""
+
+    @_abc_1.abstractmethod
+    def DeleteLead(
+        self,
+        request: _leads_pb2.DeleteLeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_leads_pb2.DeleteLeadResponse, _abc.Awaitable[_leads_pb2.DeleteLeadResponse]]:
+        """Deletes a lead from crm_hub, with its sync states and timeline. CRM contacts are never touched."""
 
     @_abc_1.abstractmethod
     def ListTimelineEvents(

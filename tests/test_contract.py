@@ -43,6 +43,8 @@ REST_SURFACE = {
     ("GET", "/crm/sync/jobs/{job_id}/results", "", "crm_hub.v1.SyncService.ListSyncJobResults"),
     ("GET", "/crm/sync/jobs/{job_id}/watch", "", "crm_hub.v1.SyncService.WatchSyncJob"),
     ("GET", "/integrations/status", "", "crm_hub.v1.StatusService.GetStatus"),
+    ("GET", "/integrations/{kind}/settings", "", "crm_hub.v1.IntegrationsService.GetIntegrationSettings"),
+    ("PATCH", "/integrations/{kind}/settings", "settings", "crm_hub.v1.IntegrationsService.UpdateIntegrationSettings"),
     ("POST", "/leads", "*", "crm_hub.v1.LeadsService.CreateLead"),
     ("GET", "/leads/{lead_id}", "", "crm_hub.v1.LeadsService.GetLead"),
     ("PATCH", "/leads/{lead_id}", "*", "crm_hub.v1.LeadsService.UpdateLead"),
@@ -78,6 +80,7 @@ ADMIN_METHODS = {
     "/crm_hub.v1.IntegrationsService/Disconnect",
     "/crm_hub.v1.FieldsService/SaveMapping",
     "/crm_hub.v1.LeadsService/DeleteLead",
+    "/crm_hub.v1.IntegrationsService/UpdateIntegrationSettings",
 }
 
 _PATH_VARIABLE = re.compile(r"{([^}=]+)(?:=[^}]*)?}")
@@ -108,7 +111,7 @@ def _field_at(message: Descriptor, path: str) -> FieldDescriptor | None:
     return field
 
 
-def test_there_are_five_services_with_nineteen_rpcs() -> None:
+def test_there_are_five_services_with_twenty_one_rpcs() -> None:
     assert [service.full_name for service in SERVICES] == [
         "crm_hub.v1.IntegrationsService",
         "crm_hub.v1.FieldsService",
@@ -116,7 +119,7 @@ def test_there_are_five_services_with_nineteen_rpcs() -> None:
         "crm_hub.v1.StatusService",
         "crm_hub.v1.LeadsService",
     ]
-    assert len(METHODS) == 19
+    assert len(METHODS) == 21
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda method: method.full_name)
@@ -177,7 +180,7 @@ def test_every_rpc_has_an_access_policy_and_nothing_else_does() -> None:
     assert set(METHOD_POLICY) == rpc_paths
 
 
-def test_only_connecting_disconnecting_saving_a_mapping_and_deleting_a_lead_need_an_admin() -> None:
+def test_only_connecting_disconnecting_changing_settings_or_a_mapping_and_deleting_a_lead_need_an_admin() -> None:
     admin_only = {path for path, (role, _) in METHOD_POLICY.items() if role is Role.ADMIN}
 
     assert admin_only == ADMIN_METHODS

@@ -17,6 +17,7 @@ from crm_hub.core.leads import LeadService
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.status import StatusReporter
 from crm_hub.core.sync import SyncEngine
+from crm_hub.core.sync.auto import AutoSync
 from crm_hub.core.sync.jobs import SyncJobs
 from crm_hub.errors import ConfigurationError
 from crm_hub.notifications import NotificationDispatcher
@@ -48,6 +49,7 @@ class Application:
     fields: FieldCatalog
     sync: SyncEngine
     jobs: SyncJobs
+    auto: AutoSync
     leads: LeadService
     status: StatusReporter
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -91,6 +93,7 @@ class Application:
                     concurrency=settings.worker_concurrency, heartbeat_seconds=settings.worker_heartbeat_seconds
                 ),
             )
+        auto = AutoSync(database, plugins, jobs)
         return cls(
             settings=settings,
             database=database,
@@ -103,7 +106,8 @@ class Application:
             fields=fields,
             sync=sync,
             jobs=jobs,
-            leads=LeadService(database),
+            auto=auto,
+            leads=LeadService(database, on_leads_changed=auto.leads_changed),
             status=StatusReporter(database, plugins, budgets),
         )
 

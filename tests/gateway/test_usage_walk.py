@@ -163,3 +163,19 @@ def test_the_six_usage_steps_of_the_spec_work_as_documented(sandbox: str, kind: 
         assert results.status_code == 200
         assert sorted(r["outcome"] for r in results.json()["results"]) == ["created"] * 3
         assert all(r["contactId"] for r in results.json()["results"])
+
+        # Automatic sync: new and changed leads go to the CRM by themselves, seconds later.
+        turned_on = api.patch(f"/integrations/{kind}/settings", json={"autoSync": True})
+        assert turned_on.status_code == 200, turned_on.text
+        assert turned_on.json()["settings"]["autoSync"] is True
+        auto = api.post("/leads", json={"fields": {"email": f"auto.{kind}@example.com", "name": "Auto"}})
+        auto_id = auto.json()["lead"]["id"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = api.get(f"/leads/{auto_id}").json().get("syncStates", [])
+            if [state["status"] for state in states] == ["synced"]:
+                break
+            time.sleep(0.2)
+        assert [(state["provider"], state["status"]) for state in states] == [(kind, "synced")]
+        changed = api.patch(f"/leads/{auto_id}", json={"fields": {"name": "Automatic"}})
+        assert (changed.status_code, changed.json()["changed"]) == (200, True)

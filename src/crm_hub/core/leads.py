@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.core.caller import Caller
 from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
@@ -113,9 +116,17 @@ class TimelinePage:
     next_page_token: str
 
 
+class LeadsChangedHook(Protocol):
+    """Told of leads stored (``new``) or changed, in the transaction that writes them: automatic sync queues
+    them there, so a lead is never stored without being queued."""
+
+    async def __call__(self, session: AsyncSession, team_id: str, lead_ids: Sequence[str], *, new: bool) -> None: ...
+
+
 class LeadService:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, on_leads_changed: LeadsChangedHook | None = None) -> None:
         self._database = database
+        self._on_leads_changed = on_leads_changed
         # Teams whose row is known to exist: intake then costs one INSERT, not two (teams are never deleted
         # through the API, so the set only grows, by one entry per team).
         self._known_teams: set[str] = set()
@@ -131,6 +142,8 @@ class LeadService:
             if caller.team_id not in self._known_teams:
                 await TeamRepository(session).ensure(caller.team_id)
             lead, created = await LeadRepository(session).create(caller.team_id, dict(fields), external_id or None)
+            if created and self._on_leads_changed is not None:
+                await self._on_leads_changed(session, caller.team_id, [lead.id], new=True)
         self._known_teams.add(caller.team_id)
         if not created and dict(lead.fields) != dict(fields):
             raise AlreadyExists(
@@ -154,7 +167,10 @@ class LeadService:
             _validate_lead(fields, "")
             if fields == row.fields:
                 return LeadRecord.of(row), False
-            return LeadRecord.of(await leads.update_fields(caller.team_id, lead_id, fields)), True
+            updated = LeadRecord.of(await leads.update_fields(caller.team_id, lead_id, fields))
+            if self._on_leads_changed is not None:
+                await self._on_leads_changed(session, caller.team_id, [lead_id], new=False)
+            return updated, True
 
     async def delete(self, caller: Caller, lead_id: str) -> None:
         """Delete the lead with its sync states and timeline (never anything in a CRM). Refused while one of its

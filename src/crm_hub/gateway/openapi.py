@@ -133,6 +133,7 @@ _CONSTRAINTS: dict[str, Schema] = {
             "WatchSyncJobRequest",
         )
     },
+    f"{API_PACKAGE}.IntegrationSettings.duplicate_policy": {"enum": list(DUPLICATE_POLICIES)},
     f"{API_PACKAGE}.SaveMappingRequest.mapping": {
         "maxProperties": MAX_MAPPING_ENTRIES,
         "propertyNames": {"pattern": LEAD_FIELD_NAME.pattern},
@@ -148,6 +149,8 @@ _CONSTRAINTS: dict[str, Schema] = {
             "StartOAuthRequest",
             "CompleteOAuthRequest",
             "DisconnectRequest",
+            "GetIntegrationSettingsRequest",
+            "UpdateIntegrationSettingsRequest",
         )
     },
 }

@@ -10,9 +10,10 @@ from crm_hub.core.budget import BudgetView
 from crm_hub.core.leads import LeadRecord, LeadSyncView, TimelineEntry
 from crm_hub.core.status import IntegrationState
 from crm_hub.core.sync import SyncOutcome
+from crm_hub.core.sync.auto import SyncSettings
 from crm_hub.core.sync.jobs import JobView, ResultView
 from crm_hub.providers import CrmField
-from crm_hub.v1 import fields_pb2, leads_pb2, status_pb2, sync_pb2
+from crm_hub.v1 import fields_pb2, integrations_pb2, leads_pb2, status_pb2, sync_pb2
 
 __all__ = [
     "crm_field",
@@ -186,4 +187,12 @@ def crm_field(field: CrmField) -> fields_pb2.CrmField:
         description=field.description,
         writable=field.writable,
         options=[fields_pb2.FieldOption(value=o.value, label=o.label) for o in field.options],
+    )
+
+
+def sync_settings(settings: SyncSettings) -> integrations_pb2.IntegrationSettings:
+    return integrations_pb2.IntegrationSettings(
+        auto_sync=settings.auto_sync,
+        duplicate_policy=settings.duplicate_policy.value,
+        sync_updates=settings.sync_updates,
     )

@@ -57,6 +57,8 @@ METHOD_POLICY: dict[str, tuple[Role, str]] = {
     "/crm_hub.v1.IntegrationsService/StartOAuth": (Role.ADMIN, "connect an integration"),
     "/crm_hub.v1.IntegrationsService/CompleteOAuth": (Role.ADMIN, "connect an integration"),
     "/crm_hub.v1.IntegrationsService/Disconnect": (Role.ADMIN, "disconnect an integration"),
+    "/crm_hub.v1.IntegrationsService/GetIntegrationSettings": (Role.MEMBER, "read an integration's settings"),
+    "/crm_hub.v1.IntegrationsService/UpdateIntegrationSettings": (Role.ADMIN, "change an integration's settings"),
     "/crm_hub.v1.FieldsService/ListFields": (Role.MEMBER, "list fields"),
     "/crm_hub.v1.FieldsService/SaveMapping": (Role.ADMIN, "save a field mapping"),
     "/crm_hub.v1.FieldsService/GetMapping": (Role.MEMBER, "read a field mapping"),

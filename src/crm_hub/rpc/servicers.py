@@ -31,6 +31,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class IntegrationsServicer(integrations_pb2_grpc.IntegrationsServiceServicer):
     def __init__(self, application: Application) -> None:
         self._connections = application.connections
+        self._auto = application.auto
 
     async def StartOAuth(
         self, request: integrations_pb2.StartOAuthRequest, context: Context
@@ -51,6 +52,32 @@ class IntegrationsServicer(integrations_pb2_grpc.IntegrationsServiceServicer):
     ) -> integrations_pb2.DisconnectResponse:
         message = await self._connections.disconnect(current_caller(), request.kind)
         return integrations_pb2.DisconnectResponse(success=True, message=message)
+
+    async def GetIntegrationSettings(
+        self, request: integrations_pb2.GetIntegrationSettingsRequest, context: Context
+    ) -> integrations_pb2.GetIntegrationSettingsResponse:
+        view = await self._auto.settings(current_caller(), request.kind)
+        return integrations_pb2.GetIntegrationSettingsResponse(
+            success=True, settings=convert.sync_settings(view.settings), unsynced_leads=view.unsynced_leads
+        )
+
+    async def UpdateIntegrationSettings(
+        self, request: integrations_pb2.UpdateIntegrationSettingsRequest, context: Context
+    ) -> integrations_pb2.UpdateIntegrationSettingsResponse:
+        given = request.settings
+        view = await self._auto.update_settings(
+            current_caller(),
+            request.kind,
+            auto_sync=given.auto_sync if given.HasField("auto_sync") else None,
+            duplicate_policy=given.duplicate_policy if given.HasField("duplicate_policy") else None,
+            sync_updates=given.sync_updates if given.HasField("sync_updates") else None,
+        )
+        return integrations_pb2.UpdateIntegrationSettingsResponse(
+            success=True,
+            settings=convert.sync_settings(view.settings),
+            unsynced_leads=view.unsynced_leads,
+            message=view.message,
+        )
 
 
 class FieldsServicer(fields_pb2_grpc.FieldsServiceServicer):

@@ -254,6 +254,10 @@ class LeadSyncState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now())
 
 
+#: An automatic job that has not started yet, so new leads still join it.
+GATHERING = "selection = 'auto' AND state = 'queued'"
+
+
 class SyncJob(Base):
     """A background sync of many leads to one provider. Its counts are its results' outcomes, counted."""
 
@@ -262,6 +266,15 @@ class SyncJob(Base):
         # A team's jobs, newest first.
         Index(None, "team_id", "created_at", "id"),
         CheckConstraint("state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="state"),
+        # At most one automatic job per account gathers new leads: the queued one (see core/sync/auto.py).
+        Index(
+            "uq_sync_jobs_gathering",
+            "team_id",
+            "provider",
+            unique=True,
+            postgresql_where=text(GATHERING),
+            sqlite_where=text(GATHERING),
+        ),
     )
 
     id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
@@ -270,7 +283,7 @@ class SyncJob(Base):
     duplicate_policy: Mapped[str]
     dry_run: Mapped[bool]
     force: Mapped[bool]
-    #: ids, unsynced, changed, failed or all.
+    #: ids, unsynced, changed, failed or all; auto for the jobs automatic sync gathers new leads in.
     selection: Mapped[str]
     state: Mapped[str]
     #: Leads selected (one result row each).

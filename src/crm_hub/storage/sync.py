@@ -25,12 +25,14 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.storage.models import (
+    GATHERING,
     Base,
     Credential,
     Integration,
@@ -342,6 +344,16 @@ class SyncStateRepository:
                 newest[provider] = at
         return newest
 
+    async def count_unsynced(self, team_id: str, provider: str) -> int:
+        """How many of the team's leads were never synced to ``provider``."""
+        statement = (
+            select(func.count())
+            .select_from(Lead)
+            .outerjoin(LeadSyncState, and_(LeadSyncState.lead_id == Lead.id, LeadSyncState.provider == provider))
+            .where(_selection_filter("unsynced", team_id, provider, ""))
+        )
+        return int(await self._session.scalar(statement) or 0)
+
     async def open_intents(
         self, older_than: datetime, limit: int = 500
     ) -> builtins.list[tuple[str, str, builtins.list[tuple[str, str]]]]:
@@ -394,6 +406,22 @@ class ResultRow:
     other_contact_ids: Sequence[str] = ()
     error_reason: str | None = None
     message: str | None = None
+
+
+#: The columns a job is made with (the rest have defaults).
+_JOB_COLUMNS = (
+    "team_id",
+    "provider",
+    "duplicate_policy",
+    "dry_run",
+    "force",
+    "selection",
+    "state",
+    "total",
+    "actor",
+    "request_id",
+    "created_at",
+)
 
 
 class JobRepository:
@@ -460,6 +488,44 @@ class JobRepository:
         # Counted, not read off rowcount: drivers disagree on it for INSERT ... SELECT.
         count = select(func.count()).where(SyncJobResult.job_id == job.id)
         return int(await self._session.scalar(count) or 0)
+
+    async def gathering_job(self, template: SyncJob) -> tuple[SyncJob, bool]:
+        """The account's gathering job — automatic, not started yet, so new leads still join it — locked until
+        the transaction ends (its worker waits to start it meanwhile); made from ``template`` if there is none.
+        Returns it and whether it is new."""
+        for _ in range(3):  # the job found a moment ago may have started since: then gather a new one
+            inserted = await self._session.scalar(
+                _insert(self._session, SyncJob)
+                .values(**{column: getattr(template, column) for column in _JOB_COLUMNS}, id=new_id())
+                .on_conflict_do_nothing(index_elements=["team_id", "provider"], index_where=text(GATHERING))
+                .returning(SyncJob.id)
+            )
+            statement = select(SyncJob).where(
+                SyncJob.team_id == template.team_id,
+                SyncJob.provider == template.provider,
+                SyncJob.selection == "auto",
+                SyncJob.state == "queued",
+            )
+            job = await self._session.scalar(statement.with_for_update(), execution_options={"populate_existing": True})
+            if job is not None:
+                return job, job.id == inserted
+        raise RuntimeError("no gathering sync job could be made or found")  # pragma: no cover
+
+    async def add_leads(self, job: SyncJob, lead_ids: Sequence[str]) -> int:
+        """Add pending results for those of ``lead_ids`` the job does not have yet; how many were added."""
+        rows = [
+            {"job_id": job.id, "team_id": job.team_id, "lead_id": lead_id, "outcome": PENDING}
+            for lead_id in dict.fromkeys(lead_ids)
+        ]
+        before = int(await self._session.scalar(select(func.count()).where(SyncJobResult.job_id == job.id)) or 0)
+        statement = _insert(self._session, SyncJobResult).on_conflict_do_nothing(index_elements=["job_id", "lead_id"])
+        await self._session.execute(statement, rows)
+        after = int(await self._session.scalar(select(func.count()).where(SyncJobResult.job_id == job.id)) or 0)
+        if after != before:
+            await self._session.execute(
+                update(SyncJob).where(SyncJob.id == job.id).values(total=SyncJob.total + (after - before))
+            )
+        return after - before
 
     def _new_id(self) -> ColumnElement[str]:
         """A fresh row id made by the database (32 hex characters, like ``new_id``), for INSERT ... SELECT."""

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm_hub/v1/integrations.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\'\n\x11StartOAuthRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x12StartOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x10\n\x08\x61uth_url\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"S\n\x14\x43ompleteOAuthRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05state\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x15\x43ompleteOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\'\n\x11\x44isconnectRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x12\x44isconnectResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xfc\x02\n\x13IntegrationsService\x12o\n\nStartOAuth\x12\x1d.crm_hub.v1.StartOAuthRequest\x1a\x1e.crm_hub.v1.StartOAuthResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/integrations/{kind}/start\x12~\n\rCompleteOAuth\x12 .crm_hub.v1.CompleteOAuthRequest\x1a!.crm_hub.v1.CompleteOAuthResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/integrations/{kind}/callback:\x01*\x12t\n\nDisconnect\x12\x1d.crm_hub.v1.DisconnectRequest\x1a\x1e.crm_hub.v1.DisconnectResponse\"\'\x82\xd3\xe4\x93\x02!*\x1f/integrations/{kind}/disconnectb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm_hub/v1/integrations.proto\x12\ncrm_hub.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\'\n\x11StartOAuthRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x12StartOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x10\n\x08\x61uth_url\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"S\n\x14\x43ompleteOAuthRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05state\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x15\x43ompleteOAuthResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\'\n\x11\x44isconnectRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x12\x44isconnectResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x9b\x01\n\x13IntegrationSettings\x12\x16\n\tauto_sync\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1d\n\x10\x64uplicate_policy\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0csync_updates\x18\x03 \x01(\x08H\x02\x88\x01\x01\x42\x0c\n\n_auto_syncB\x13\n\x11_duplicate_policyB\x0f\n\r_sync_updates\"3\n\x1dGetIntegrationSettingsRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"|\n\x1eGetIntegrationSettingsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x31\n\x08settings\x18\x02 \x01(\x0b\x32\x1f.crm_hub.v1.IntegrationSettings\x12\x16\n\x0eunsynced_leads\x18\x03 \x01(\x05\"o\n UpdateIntegrationSettingsRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x08settings\x18\x02 \x01(\x0b\x32\x1f.crm_hub.v1.IntegrationSettingsB\x04\xe2\x41\x01\x02\"\x90\x01\n!UpdateIntegrationSettingsResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x31\n\x08settings\x18\x02 \x01(\x0b\x32\x1f.crm_hub.v1.IntegrationSettings\x12\x16\n\x0eunsynced_leads\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t2\xc1\x05\n\x13IntegrationsService\x12o\n\nStartOAuth\x12\x1d.crm_hub.v1.StartOAuthRequest\x1a\x1e.crm_hub.v1.StartOAuthResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/integrations/{kind}/start\x12~\n\rCompleteOAuth\x12 .crm_hub.v1.CompleteOAuthRequest\x1a!.crm_hub.v1.CompleteOAuthResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/integrations/{kind}/callback:\x01*\x12t\n\nDisconnect\x12\x1d.crm_hub.v1.DisconnectRequest\x1a\x1e.crm_hub.v1.DisconnectResponse\"\'\x82\xd3\xe4\x93\x02!*\x1f/integrations/{kind}/disconnect\x12\x96\x01\n\x16GetIntegrationSettings\x12).crm_hub.v1.GetIntegrationSettingsRequest\x1a*.crm_hub.v1.GetIntegrationSettingsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/integrations/{kind}/settings\x12\xa9\x01\n\x19UpdateIntegrationSettings\x12,.crm_hub.v1.UpdateIntegrationSettingsRequest\x1a-.crm_hub.v1.UpdateIntegrationSettingsResponse\"/\x82\xd3\xe4\x93\x02)2\x1d/integrations/{kind}/settings:\x08settingsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,12 +43,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEOAUTHREQUEST'].fields_by_name['state']._serialized_options = b'\342A\001\002'
   _globals['_DISCONNECTREQUEST'].fields_by_name['kind']._loaded_options = None
   _globals['_DISCONNECTREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_GETINTEGRATIONSETTINGSREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_GETINTEGRATIONSETTINGSREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEINTEGRATIONSETTINGSREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_UPDATEINTEGRATIONSETTINGSREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEINTEGRATIONSETTINGSREQUEST'].fields_by_name['settings']._loaded_options = None
+  _globals['_UPDATEINTEGRATIONSETTINGSREQUEST'].fields_by_name['settings']._serialized_options = b'\342A\001\002'
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['StartOAuth']._loaded_options = None
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['StartOAuth']._serialized_options = b'\202\323\344\223\002\034\022\032/integrations/{kind}/start'
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['CompleteOAuth']._loaded_options = None
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['CompleteOAuth']._serialized_options = b'\202\323\344\223\002\"\"\035/integrations/{kind}/callback:\001*'
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['Disconnect']._loaded_options = None
   _globals['_INTEGRATIONSSERVICE'].methods_by_name['Disconnect']._serialized_options = b'\202\323\344\223\002!*\037/integrations/{kind}/disconnect'
+  _globals['_INTEGRATIONSSERVICE'].methods_by_name['GetIntegrationSettings']._loaded_options = None
+  _globals['_INTEGRATIONSSERVICE'].methods_by_name['GetIntegrationSettings']._serialized_options = b'\202\323\344\223\002\037\022\035/integrations/{kind}/settings'
+  _globals['_INTEGRATIONSSERVICE'].methods_by_name['UpdateIntegrationSettings']._loaded_options = None
+  _globals['_INTEGRATIONSSERVICE'].methods_by_name['UpdateIntegrationSettings']._serialized_options = b'\202\323\344\223\002)2\035/integrations/{kind}/settings:\010settings'
   _globals['_STARTOAUTHREQUEST']._serialized_start=108
   _globals['_STARTOAUTHREQUEST']._serialized_end=147
   _globals['_STARTOAUTHRESPONSE']._serialized_start=149
@@ -61,6 +71,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISCONNECTREQUEST']._serialized_end=404
   _globals['_DISCONNECTRESPONSE']._serialized_start=406
   _globals['_DISCONNECTRESPONSE']._serialized_end=460
-  _globals['_INTEGRATIONSSERVICE']._serialized_start=463
-  _globals['_INTEGRATIONSSERVICE']._serialized_end=843
+  _globals['_INTEGRATIONSETTINGS']._serialized_start=463
+  _globals['_INTEGRATIONSETTINGS']._serialized_end=618
+  _globals['_GETINTEGRATIONSETTINGSREQUEST']._serialized_start=620
+  _globals['_GETINTEGRATIONSETTINGSREQUEST']._serialized_end=671
+  _globals['_GETINTEGRATIONSETTINGSRESPONSE']._serialized_start=673
+  _globals['_GETINTEGRATIONSETTINGSRESPONSE']._serialized_end=797
+  _globals['_UPDATEINTEGRATIONSETTINGSREQUEST']._serialized_start=799
+  _globals['_UPDATEINTEGRATIONSETTINGSREQUEST']._serialized_end=910
+  _globals['_UPDATEINTEGRATIONSETTINGSRESPONSE']._serialized_start=913
+  _globals['_UPDATEINTEGRATIONSETTINGSRESPONSE']._serialized_end=1057
+  _globals['_INTEGRATIONSSERVICE']._serialized_start=1060
+  _globals['_INTEGRATIONSSERVICE']._serialized_end=1765
 # @@protoc_insertion_point(module_scope)

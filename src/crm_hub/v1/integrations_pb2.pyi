@@ -152,3 +152,149 @@ class DisconnectResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DisconnectResponse: _TypeAlias = DisconnectResponse  # noqa: Y015
+
+@_typing.final
+class IntegrationSettings(_message.Message):
+    """How a team syncs to one provider. In an update, a field left out keeps its value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTO_SYNC_FIELD_NUMBER: _builtins.int
+    DUPLICATE_POLICY_FIELD_NUMBER: _builtins.int
+    SYNC_UPDATES_FIELD_NUMBER: _builtins.int
+    auto_sync: _builtins.bool
+    """New leads, and leads whose fields change, are synced to the provider shortly after, without a SyncLead."""
+    duplicate_policy: _builtins.str
+    """The duplicate policy of automatic syncs: "skip", "update" (the default) or "create_new"."""
+    sync_updates: _builtins.bool
+    """With auto_sync, a lead whose fields change (UpdateLead) is synced again; false syncs new leads only."""
+    def __init__(
+        self,
+        *,
+        auto_sync: _builtins.bool | None = ...,
+        duplicate_policy: _builtins.str | None = ...,
+        sync_updates: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_sync", b"_auto_sync", "_duplicate_policy", b"_duplicate_policy", "_sync_updates", b"_sync_updates", "auto_sync", b"auto_sync", "duplicate_policy", b"duplicate_policy", "sync_updates", b"sync_updates"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_sync", b"_auto_sync", "_duplicate_policy", b"_duplicate_policy", "_sync_updates", b"_sync_updates", "auto_sync", b"auto_sync", "duplicate_policy", b"duplicate_policy", "sync_updates", b"sync_updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__auto_sync: _TypeAlias = _typing.Literal["auto_sync"]  # noqa: Y015
+    _WhichOneofArgType__auto_sync: _TypeAlias = _typing.Literal["_auto_sync", b"_auto_sync"]  # noqa: Y015
+    _WhichOneofReturnType__duplicate_policy: _TypeAlias = _typing.Literal["duplicate_policy"]  # noqa: Y015
+    _WhichOneofArgType__duplicate_policy: _TypeAlias = _typing.Literal["_duplicate_policy", b"_duplicate_policy"]  # noqa: Y015
+    _WhichOneofReturnType__sync_updates: _TypeAlias = _typing.Literal["sync_updates"]  # noqa: Y015
+    _WhichOneofArgType__sync_updates: _TypeAlias = _typing.Literal["_sync_updates", b"_sync_updates"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__auto_sync) -> _WhichOneofReturnType__auto_sync | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__duplicate_policy) -> _WhichOneofReturnType__duplicate_policy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sync_updates) -> _WhichOneofReturnType__sync_updates | None: ...
+
+Global___IntegrationSettings: _TypeAlias = IntegrationSettings  # noqa: Y015
+
+@_typing.final
+class GetIntegrationSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIntegrationSettingsRequest: _TypeAlias = GetIntegrationSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetIntegrationSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    UNSYNCED_LEADS_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    unsynced_leads: _builtins.int
+    """The team's leads never synced to this provider: automatic sync does not send them by itself."""
+    @_builtins.property
+    def settings(self) -> Global___IntegrationSettings:
+        """Every field set: the stored value or its default."""
+
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        settings: Global___IntegrationSettings | None = ...,
+        unsynced_leads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "success", b"success", "unsynced_leads", b"unsynced_leads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIntegrationSettingsResponse: _TypeAlias = GetIntegrationSettingsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateIntegrationSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    @_builtins.property
+    def settings(self) -> Global___IntegrationSettings:
+        """The JSON body over REST."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        settings: Global___IntegrationSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateIntegrationSettingsRequest: _TypeAlias = UpdateIntegrationSettingsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateIntegrationSettingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    UNSYNCED_LEADS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    success: _builtins.bool
+    unsynced_leads: _builtins.int
+    message: _builtins.str
+    """What to know, e.g. how to send the unsynced leads: POST /crm/sync/leads {"provider": ..., "selection": "unsynced"}."""
+    @_builtins.property
+    def settings(self) -> Global___IntegrationSettings:
+        """The settings now in force, every field set."""
+
+    def __init__(
+        self,
+        *,
+        success: _builtins.bool = ...,
+        settings: Global___IntegrationSettings | None = ...,
+        unsynced_leads: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "settings", b"settings", "success", b"success", "unsynced_leads", b"unsynced_leads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateIntegrationSettingsResponse: _TypeAlias = UpdateIntegrationSettingsResponse  # noqa: Y015

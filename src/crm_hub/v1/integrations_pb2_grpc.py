@@ -50,6 +50,16 @@ class IntegrationsServiceStub:
                 request_serializer=crm__hub_dot_v1_dot_integrations__pb2.DisconnectRequest.SerializeToString,
                 response_deserializer=crm__hub_dot_v1_dot_integrations__pb2.DisconnectResponse.FromString,
                 _registered_method=True)
+        self.GetIntegrationSettings = channel.unary_unary(
+                '/crm_hub.v1.IntegrationsService/GetIntegrationSettings',
+                request_serializer=crm__hub_dot_v1_dot_integrations__pb2.GetIntegrationSettingsRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_integrations__pb2.GetIntegrationSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateIntegrationSettings = channel.unary_unary(
+                '/crm_hub.v1.IntegrationsService/UpdateIntegrationSettings',
+                request_serializer=crm__hub_dot_v1_dot_integrations__pb2.UpdateIntegrationSettingsRequest.SerializeToString,
+                response_deserializer=crm__hub_dot_v1_dot_integrations__pb2.UpdateIntegrationSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class IntegrationsServiceServicer:
@@ -77,6 +87,20 @@ class IntegrationsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIntegrationSettings(self, request, context):
+        """Returns how the team syncs to this provider: automatic sync on or off, with which policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateIntegrationSettings(self, request, context):
+        """Changes the settings given, keeps the others. Requires role admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntegrationsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +118,16 @@ def add_IntegrationsServiceServicer_to_server(servicer, server):
                     servicer.Disconnect,
                     request_deserializer=crm__hub_dot_v1_dot_integrations__pb2.DisconnectRequest.FromString,
                     response_serializer=crm__hub_dot_v1_dot_integrations__pb2.DisconnectResponse.SerializeToString,
+            ),
+            'GetIntegrationSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIntegrationSettings,
+                    request_deserializer=crm__hub_dot_v1_dot_integrations__pb2.GetIntegrationSettingsRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_integrations__pb2.GetIntegrationSettingsResponse.SerializeToString,
+            ),
+            'UpdateIntegrationSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateIntegrationSettings,
+                    request_deserializer=crm__hub_dot_v1_dot_integrations__pb2.UpdateIntegrationSettingsRequest.FromString,
+                    response_serializer=crm__hub_dot_v1_dot_integrations__pb2.UpdateIntegrationSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +212,60 @@ class IntegrationsService:
             '/crm_hub.v1.IntegrationsService/Disconnect',
             crm__hub_dot_v1_dot_integrations__pb2.DisconnectRequest.SerializeToString,
             crm__hub_dot_v1_dot_integrations__pb2.DisconnectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIntegrationSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.IntegrationsService/GetIntegrationSettings',
+            crm__hub_dot_v1_dot_integrations__pb2.GetIntegrationSettingsRequest.SerializeToString,
+            crm__hub_dot_v1_dot_integrations__pb2.GetIntegrationSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateIntegrationSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm_hub.v1.IntegrationsService/UpdateIntegrationSettings',
+            crm__hub_dot_v1_dot_integrations__pb2.UpdateIntegrationSettingsRequest.SerializeToString,
+            crm__hub_dot_v1_dot_integrations__pb2.UpdateIntegrationSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

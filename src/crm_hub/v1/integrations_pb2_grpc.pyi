@@ -39,6 +39,10 @@ class IntegrationsServiceStub:
     """Completes the OAuth flow with the code the CRM redirected back with. Requires role admin."""
     Disconnect: _grpc.UnaryUnaryMultiCallable[_integrations_pb2.DisconnectRequest, _integrations_pb2.DisconnectResponse]
     """Revokes the tokens at the CRM (best effort) and forgets them. Requires role admin."""
+    GetIntegrationSettings: _grpc.UnaryUnaryMultiCallable[_integrations_pb2.GetIntegrationSettingsRequest, _integrations_pb2.GetIntegrationSettingsResponse]
+    """Returns how the team syncs to this provider: automatic sync on or off, with which policy."""
+    UpdateIntegrationSettings: _grpc.UnaryUnaryMultiCallable[_integrations_pb2.UpdateIntegrationSettingsRequest, _integrations_pb2.UpdateIntegrationSettingsResponse]
+    """Changes the settings given, keeps the others. Requires role admin."""
 
 @_typing.type_check_only
 class IntegrationsServiceAsyncStub(IntegrationsServiceStub):
@@ -51,6 +55,10 @@ class IntegrationsServiceAsyncStub(IntegrationsServiceStub):
     """Completes the OAuth flow with the code the CRM redirected back with. Requires role admin."""
     Disconnect: _aio.UnaryUnaryMultiCallable[_integrations_pb2.DisconnectRequest, _integrations_pb2.DisconnectResponse]  # type: ignore[assignment]
     """Revokes the tokens at the CRM (best effort) and forgets them. Requires role admin."""
+    GetIntegrationSettings: _aio.UnaryUnaryMultiCallable[_integrations_pb2.GetIntegrationSettingsRequest, _integrations_pb2.GetIntegrationSettingsResponse]  # type: ignore[assignment]
+    """Returns how the team syncs to this provider: automatic sync on or off, with which policy."""
+    UpdateIntegrationSettings: _aio.UnaryUnaryMultiCallable[_integrations_pb2.UpdateIntegrationSettingsRequest, _integrations_pb2.UpdateIntegrationSettingsResponse]  # type: ignore[assignment]
+    """Changes the settings given, keeps the others. Requires role admin."""
 
 class IntegrationsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Connects and disconnects a team's CRM account through the provider's OAuth flow."""
@@ -78,5 +86,21 @@ class IntegrationsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_integrations_pb2.DisconnectResponse, _abc.Awaitable[_integrations_pb2.DisconnectResponse]]:
         """Revokes the tokens at the CRM (best effort) and forgets them. Requires role admin."""
+
+    @_abc_1.abstractmethod
+    def GetIntegrationSettings(
+        self,
+        request: _integrations_pb2.GetIntegrationSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrations_pb2.GetIntegrationSettingsResponse, _abc.Awaitable[_integrations_pb2.GetIntegrationSettingsResponse]]:
+        """Returns how the team syncs to this provider: automatic sync on or off, with which policy."""
+
+    @_abc_1.abstractmethod
+    def UpdateIntegrationSettings(
+        self,
+        request: _integrations_pb2.UpdateIntegrationSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integrations_pb2.UpdateIntegrationSettingsResponse, _abc.Awaitable[_integrations_pb2.UpdateIntegrationSettingsResponse]]:
+        """Changes the settings given, keeps the others. Requires role admin."""
 
 def add_IntegrationsServiceServicer_to_server(servicer: IntegrationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

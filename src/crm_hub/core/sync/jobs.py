@@ -219,6 +219,8 @@ class SyncJobs:
         self._budgets = budgets or RateBudgets(database)
         self._plugins = plugins
         self._engine = engine
+        #: The engine the jobs' batches run on.
+        self.engine = engine
         self._notifications = notifications
         self.queue = queue
 
@@ -458,6 +460,9 @@ class SyncJobs:
     ) -> None:
         shown = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()) if count)
         message = f"Sync job {job.id} {state}: {shown or 'no leads'}." + (f" {summary}" if summary else "")
+        logger.info("sync job finished", extra={"job_id": job.id, "state": state, "counts": counts})
+        if job.selection == "auto" and state == "succeeded" and not summary:
+            return  # automatic sync runs every few seconds: Slack hears of it only when something went wrong
         self._notifications.publish(
             Notification(
                 kind="sync_job_finished",
@@ -469,7 +474,6 @@ class SyncJobs:
                 job_id=job.id,
             )
         )
-        logger.info("sync job finished", extra={"job_id": job.id, "state": state, "counts": counts})
 
 
 def _summary(failures: dict[str, int]) -> str | None:

@@ -517,15 +517,16 @@ class JobRepository:
             {"job_id": job.id, "team_id": job.team_id, "lead_id": lead_id, "outcome": PENDING}
             for lead_id in dict.fromkeys(lead_ids)
         ]
-        before = int(await self._session.scalar(select(func.count()).where(SyncJobResult.job_id == job.id)) or 0)
-        statement = _insert(self._session, SyncJobResult).on_conflict_do_nothing(index_elements=["job_id", "lead_id"])
-        await self._session.execute(statement, rows)
-        after = int(await self._session.scalar(select(func.count()).where(SyncJobResult.job_id == job.id)) or 0)
-        if after != before:
-            await self._session.execute(
-                update(SyncJob).where(SyncJob.id == job.id).values(total=SyncJob.total + (after - before))
-            )
-        return after - before
+        statement = (
+            _insert(self._session, SyncJobResult)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["job_id", "lead_id"])
+            .returning(SyncJobResult.lead_id)
+        )
+        added = len((await self._session.execute(statement)).all())
+        if added:
+            await self._session.execute(update(SyncJob).where(SyncJob.id == job.id).values(total=SyncJob.total + added))
+        return added
 
     def _new_id(self) -> ColumnElement[str]:
         """A fresh row id made by the database (32 hex characters, like ``new_id``), for INSERT ... SELECT."""

@@ -110,6 +110,32 @@ async def test_new_leads_reach_the_crm_within_seconds_in_batch_calls(hubspot: Wo
     assert hubspot.slack == [], "automatic syncs that went well are not posted"
 
 
+async def test_a_steady_stream_of_leads_waits_for_a_fuller_batch_but_not_past_the_longest_gather(
+    hubspot: World,
+) -> None:
+    await auto_on(hubspot, HUBSPOT_MAPPING)
+
+    # A lead every 0.4 s for 4 s never leaves the quiet second a gathering job waits for.
+    started = time.monotonic()
+    leads = []
+    for n in range(10):
+        leads.append(await hubspot.lead(email=f"stream{n}@example.com", name=f"Stream{n}"))
+        await asyncio.sleep(0.4)
+
+    async def all_synced() -> bool:
+        states = [await state_of(hubspot, lead_id) for lead_id in leads]
+        return all(state is not None and state.status == "synced" for state in states)
+
+    await eventually(all_synced, within=10)
+    jobs = (await hubspot.sync.ListSyncJobs(sync_pb2.ListSyncJobsRequest(), metadata=hubspot.auth("member"))).jobs
+    assert len(jobs) <= 2, f"ten leads in a stream went out in {len(jobs)} jobs"
+    assert hubspot.fake.count(UPSERTS) == len(jobs)
+    first = min(jobs, key=lambda job: job.created_at.ToDatetime())
+    waited = (first.started_at.ToDatetime() - first.created_at.ToDatetime()).total_seconds()
+    assert 1.0 <= waited <= 5.0 + 1.5, f"the first job gathered for {waited:.1f} s"
+    assert time.monotonic() - started < 10
+
+
 async def test_a_changed_lead_is_synced_again_and_an_unchanged_one_is_not(hubspot: World) -> None:
     await auto_on(hubspot, HUBSPOT_MAPPING)
     lead_id = await hubspot.lead(email="moves@example.com", name="Mo", company="Acme")

@@ -295,6 +295,8 @@ class SyncJob(Base):
     error: Mapped[str | None]
     cancel_requested_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created_at()
+    #: When a lead last joined the job while it was gathering (automatic jobs only).
+    gathered_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

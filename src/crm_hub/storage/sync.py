@@ -525,7 +525,9 @@ class JobRepository:
         )
         added = len((await self._session.execute(statement)).all())
         if added:
-            await self._session.execute(update(SyncJob).where(SyncJob.id == job.id).values(total=SyncJob.total + added))
+            await self._session.execute(
+                update(SyncJob).where(SyncJob.id == job.id).values(total=SyncJob.total + added, gathered_at=utcnow())
+            )
         return added
 
     def _new_id(self) -> ColumnElement[str]:

@@ -4,8 +4,10 @@ A team's settings per provider live in its integration's settings (``"sync"``): 
 policy of automatic syncs, and ``sync_updates`` (changed leads too, not only new ones). A lead's intake, or a
 change to it, joins the lead to the account's *gathering* job — the automatic job that has not started yet —
 in the intake's own transaction, so a lead is never stored without being queued. The first lead to find no
-gathering job makes one and queues its first batch ``AUTO_SYNC_DELAY_SECONDS`` later: a burst of leads goes
-out in a few batch calls, not a call each. Once that job has started, the next lead gathers a new one.
+gathering job makes one and queues its first batch ``AUTO_SYNC_DELAY_SECONDS`` later. The job starts once no
+lead joined for that long, it holds a full batch, or its first lead waited ``GATHER_MAX_SECONDS``: a burst or a
+steady stream of leads goes out in a few batch calls, not a call each. Once that job has started, the next lead
+gathers a new one.
 
 Automatic jobs are sync jobs like any other (``ListSyncJobs`` shows them with selection ``auto``): their leads
 end with an outcome each, in their sync state and timeline; a lead that failed for good waits for a ``failed``
@@ -22,7 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.core.caller import Caller
-from crm_hub.core.sync.jobs import QueuedBatch, SyncJobs
+from crm_hub.core.sync.jobs import GATHER_QUIET_SECONDS, QueuedBatch, SyncJobs
 from crm_hub.core.sync.model import DuplicatePolicy
 from crm_hub.errors import FailedPrecondition, InvalidArgument
 from crm_hub.plugins import PluginHost
@@ -34,8 +36,8 @@ __all__ = ["AUTO_SYNC_DELAY_SECONDS", "AutoSync", "SettingsView", "SyncSettings"
 
 logger = logging.getLogger(__name__)
 
-#: How long a gathering job waits for more leads before its first batch.
-AUTO_SYNC_DELAY_SECONDS = 1.0
+#: How long a gathering job waits for more leads before its first batch is tried (see ``gathering_wait``).
+AUTO_SYNC_DELAY_SECONDS = GATHER_QUIET_SECONDS
 #: Who the timeline and the job list name as the actor of automatic syncs.
 AUTOMATIC_ACTOR = "crm-hub (automatic sync)"
 

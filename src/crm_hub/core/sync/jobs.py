@@ -78,6 +78,11 @@ BATCH_LEADS = 1000
 BATCH_ATTEMPTS = 5
 #: How long a job waits when the CRM's quota is spent (a daily limit): it waits, it does not fail.
 QUOTA_WAIT_SECONDS = 900.0
+#: An automatic job gathers leads until none joined for this long (its first batch is queued this long after
+#: its first lead), it holds a full batch, or its first lead has waited GATHER_MAX_SECONDS: a burst and a steady
+#: stream alike go out in full batch calls, and no lead waits long for a quiet moment.
+GATHER_QUIET_SECONDS = 1.0
+GATHER_MAX_SECONDS = 5.0
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 DEFAULT_RESULTS_PAGE, MAX_RESULTS_PAGE = 100, 1000
 WATCH_POLL_SECONDS = 0.25
@@ -376,6 +381,8 @@ class SyncJobs:
             if job is None or job.state in TERMINAL_STATES:
                 return BatchStep(again=False)
             if job.state == "queued":
+                if job.selection == "auto" and (wait := gathering_wait(job, self.batch_leads, utcnow())):
+                    return BatchStep(again=True, delay_seconds=wait, attempt=batch.attempt)
                 await jobs.update_job(job.id, state="running", started_at=utcnow())
             integration = await IntegrationRepository(session).get(job.team_id, job.provider)
             lead_ids = await jobs.pending(job.id, self.batch_leads)
@@ -474,6 +481,16 @@ class SyncJobs:
                 job_id=job.id,
             )
         )
+
+
+def gathering_wait(job: SyncJob, batch_leads: int, now: datetime) -> float:
+    """How much longer an automatic job that is still gathering waits for more leads; 0 to start now."""
+    if job.total >= batch_leads:
+        return 0.0
+    since_last = (now - (job.gathered_at or job.created_at)).total_seconds()
+    since_first = (now - job.created_at).total_seconds()
+    wait = min(GATHER_QUIET_SECONDS - since_last, GATHER_MAX_SECONDS - since_first)
+    return max(wait, 0.1) if wait > 0 else 0.0  # not a flurry of tiny waits
 
 
 def _summary(failures: dict[str, int]) -> str | None:

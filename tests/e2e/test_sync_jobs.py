@@ -398,3 +398,25 @@ async def test_expired_credentials_fail_the_job_and_every_lead_it_had_left(hubsp
     await hubspot.application.notifications.drain()
     summaries = [text for text in hubspot.slack if "Sync job" in text]
     assert len(summaries) == 1, "one summary per job, never a message per lead"
+
+
+async def test_tokens_expiring_part_way_through_a_batch_are_refreshed_and_only_the_rest_is_written(
+    crm: World,
+) -> None:
+    await connected(crm)
+    lead_ids = await many_leads(crm, 450, prefix="midway")
+    # The CRM's second batch call of the job finds the token expired (its first went through).
+    crm.fake.fail_next(status=401, path=BATCH_WRITES[crm.kind], skip=1)
+
+    job = await run_job(crm, lead_ids=lead_ids)
+
+    assert (job.state, job.counts.created, job.counts.failed) == ("succeeded", 450, 0)
+    results = await all_results(crm, job.id)
+    assert {result.outcome for result in results} == {"created"}
+    assert len({result.contact_id for result in results}) == 450, "no lead written twice"
+    token_path = "/oauth/v1/token" if crm.kind == "hubspot" else "/services/oauth2/token"
+    refreshes = [call for call in crm.fake.calls_to(token_path) if call.body.get("grant_type") == "refresh_token"]
+    assert len(refreshes) == 1
+    size = 100 if crm.kind == "hubspot" else 200
+    writes = crm.fake.calls_to(BATCH_WRITES[crm.kind])
+    assert len(writes) == -(-450 // size) + 1, "the refused call is sent again once, the others once each"

@@ -98,7 +98,7 @@ class ProcrastinateQueue:
             if step.again:
                 await self.enqueue(batch, delay_seconds=step.delay_seconds)
 
-        @app.periodic(cron="*/30 * * * * *", periodic_id=queue)
+        @app.periodic(cron="* * * * * */30", periodic_id=queue)  # croniter: seconds are the 6th field
         @app.task(name="crm_hub.resume_jobs", queue=queue, queueing_lock=f"{queue}:resume_jobs")
         async def resume_jobs(timestamp: int) -> None:
             for batch in await self._unfinished():
@@ -106,7 +106,7 @@ class ProcrastinateQueue:
 
         sweep_every = max(1, round(options.stalled_seconds / 2))
 
-        @app.periodic(cron=f"*/{sweep_every} * * * * *", periodic_id=queue)
+        @app.periodic(cron=f"* * * * * */{sweep_every}", periodic_id=queue)
         @app.task(name="crm_hub.retry_stalled", queue=queue, queueing_lock=f"{queue}:retry_stalled", pass_context=True)
         async def retry_stalled(context: procrastinate.JobContext, timestamp: int) -> None:
             manager = context.app.job_manager
@@ -120,7 +120,7 @@ class ProcrastinateQueue:
                     # The job's next batch is queued already: this one is done with.
                     await manager.finish_job_by_id_async(job.id, Status.FAILED, delete_job=False)
 
-        @app.periodic(cron="0 * * * * *", periodic_id=queue)
+        @app.periodic(cron="* * * * *", periodic_id=queue)  # every minute
         @app.task(name="crm_hub.reconcile", queue=queue, queueing_lock=f"{queue}:reconcile")
         async def reconcile(timestamp: int) -> None:
             await self._reconcile()

@@ -647,8 +647,14 @@ class JobRepository:
         )
         return {reason or "UNKNOWN": int(count) for reason, count in await self._session.execute(statement)}
 
-    async def update_job(self, job_id: str, **changes: Any) -> None:
-        await self._session.execute(update(SyncJob).where(SyncJob.id == job_id).values(**changes))
+    async def update_job(self, job_id: str, *, only_from: Sequence[str] | None = None, **changes: Any) -> bool:
+        """Change the job; with ``only_from``, only while its state is one of those (a job cancelled meanwhile
+        stays cancelled). Whether it changed."""
+        statement = update(SyncJob).where(SyncJob.id == job_id)
+        if only_from is not None:
+            statement = statement.where(SyncJob.state.in_(only_from))
+        result = await self._session.execute(statement.values(**changes))
+        return bool(cast(Any, result).rowcount)
 
     async def unfinished(self, limit: int = 1000) -> builtins.list[SyncJob]:
         """ADMIN ONLY, for recovery across teams: jobs queued or running, oldest first."""

@@ -70,6 +70,7 @@ logger = logging.getLogger(__name__)
 MAX_LEAD_IDS = 10_000
 SELECTIONS = ("unsynced", "changed", "failed", "all")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+UNFINISHED_STATES = ("queued", "running")
 #: Leads one batch takes (the provider then sends them at the CRM's batch size, 100 or 200 a request): their
 #: intents go in one transaction before, their outcomes in one after — what a batch costs the database is
 #: paid once per thousand, and memory stays small.
@@ -319,7 +320,9 @@ class SyncJobs:
                 cancelled = await jobs.close_pending(
                     job, SyncAction.CANCELLED, reason=None, message="The job was cancelled."
                 )
-                await jobs.update_job(job.id, state="cancelled", cancel_requested_at=now, finished_at=now)
+                await jobs.update_job(
+                    job.id, only_from=UNFINISHED_STATES, state="cancelled", cancel_requested_at=now, finished_at=now
+                )
                 message = f"Cancelled: {cancelled} lead(s) the job had not reached will not be synced."
             view = await _view(jobs, caller, job_id)
         return view, message
@@ -383,7 +386,8 @@ class SyncJobs:
             if job.state == "queued":
                 if job.selection == "auto" and (wait := gathering_wait(job, self.batch_leads, utcnow())):
                     return BatchStep(again=True, delay_seconds=wait, attempt=batch.attempt)
-                await jobs.update_job(job.id, state="running", started_at=utcnow())
+                if not await jobs.update_job(job.id, only_from=("queued",), state="running", started_at=utcnow()):
+                    return BatchStep(again=False)  # cancelled a moment ago
             integration = await IntegrationRepository(session).get(job.team_id, job.provider)
             lead_ids = await jobs.pending(job.id, self.batch_leads)
         caller = Caller(Principal(subject=job.actor, team_id=job.team_id, role=Role.MEMBER), request_id=job.request_id)
@@ -449,18 +453,27 @@ class SyncJobs:
             jobs = JobRepository(session)
             counts = (await jobs.counts([job.id]))[job.id]
             summary = _summary(await jobs.failure_reasons(job.id))
-            await jobs.update_job(job.id, state="succeeded", finished_at=utcnow(), error=summary)
-        self._notify_finished(caller, job, "succeeded", counts, summary, None)
+            ended = await jobs.update_job(
+                job.id, only_from=UNFINISHED_STATES, state="succeeded", finished_at=utcnow(), error=summary
+            )
+        if ended:  # not cancelled meanwhile
+            self._notify_finished(caller, job, "succeeded", counts, summary, None)
 
     async def _fail(self, caller: Caller, job: SyncJob, error: CrmHubError) -> None:
         async with self._database.session() as session:
             jobs = JobRepository(session)
             await jobs.close_pending(job, SyncAction.FAILED, reason=error.reason, message=error.message)
-            await jobs.update_job(
-                job.id, state="failed", finished_at=utcnow(), error=error.message, error_reason=error.reason
+            ended = await jobs.update_job(
+                job.id,
+                only_from=UNFINISHED_STATES,
+                state="failed",
+                finished_at=utcnow(),
+                error=error.message,
+                error_reason=error.reason,
             )
             counts = (await jobs.counts([job.id]))[job.id]
-        self._notify_finished(caller, job, "failed", counts, error.message, error.reason)
+        if ended:
+            self._notify_finished(caller, job, "failed", counts, error.message, error.reason)
 
     def _notify_finished(
         self, caller: Caller, job: SyncJob, state: str, counts: dict[str, int], summary: str | None, reason: str | None

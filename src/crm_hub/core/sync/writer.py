@@ -17,7 +17,7 @@ from typing import Any
 
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.sync.model import DRY_RUN_ACTIONS, Decision, DuplicatePolicy, SyncAction, SyncItem, SyncOutcome
-from crm_hub.errors import AlreadyExists, CrmHubError, ProviderError, Unavailable
+from crm_hub.errors import AlreadyExists, AuthExpired, CrmHubError, ProviderError, RateLimited, Unavailable
 from crm_hub.providers import (
     DUPLICATE_CONTACT,
     ContactInput,
@@ -152,11 +152,15 @@ class ContactWriter:
         if upserts:  # idempotent: upserting twice by email leaves one contact
             contacts = [ContactInput(properties=w.item.payload, email=w.item.email) for w in upserts]
             results = await self._retry.run(lambda: crm.upsert_contacts_by_email(tokens, contacts))
-            for write, result in _paired(crm, upserts, results):
+            answered, stopped = _until_stopped(_paired(crm, upserts, results))
+            for write, result in answered:
                 done[write.item.key] = _written(crm, write, result)
+            if stopped is not None:
+                raise stopped
         creates = [write for write in planned if write.decision is Decision.CREATE]
         updates = [write for write in planned if write.decision is Decision.UPDATE]
-        for write, result in await self._update(crm, tokens, updates):
+        answered, stopped = _until_stopped(await self._update(crm, tokens, updates))
+        for write, result in answered:
             if result.error is not None and result.error.reason == "NOT_FOUND":
                 # Deleted in the CRM since our lookup: the update policy then creates it anew.
                 write.decision, write.contact_id = Decision.CREATE, None
@@ -166,8 +170,11 @@ class ContactWriter:
                     creates.append(write)
             else:
                 done[write.item.key] = _written(crm, write, result)
+        if stopped is not None:
+            raise stopped
         racing: list[PlannedWrite] = []
-        for write, result in await self._create(crm, tokens, creates):
+        answered, stopped = _until_stopped(await self._create(crm, tokens, creates))
+        for write, result in answered:
             existing = result.error.metadata.get("contact_id") if result.error is not None else None
             raced = result.error is not None and result.error.reason == DUPLICATE_CONTACT and existing
             if raced and policy is not DuplicatePolicy.CREATE_NEW:
@@ -181,8 +188,13 @@ class ContactWriter:
                     racing.append(write)
                 continue
             done[write.item.key] = _written(crm, write, result)
-        for write, result in await self._update(crm, tokens, racing):
+        if stopped is not None:
+            raise stopped
+        answered, stopped = _until_stopped(await self._update(crm, tokens, racing))
+        for write, result in answered:
             done[write.item.key] = _written(crm, write, result)
+        if stopped is not None:
+            raise stopped
 
     async def _update(
         self, crm: CrmProvider, tokens: TokenSet, updates: Sequence[PlannedWrite]
@@ -305,6 +317,18 @@ def _paired(
             f"{crm.label} returned {len(results)} results for {len(writes)} records.", provider=crm.name
         )
     return list(zip(writes, results, strict=True))
+
+
+def _until_stopped(
+    pairs: list[tuple[PlannedWrite, WriteResult]],
+) -> tuple[list[tuple[PlannedWrite, WriteResult]], CrmHubError | None]:
+    """The writes the CRM answered, and the error that stopped the others part-way through a batch — expired
+    credentials or a spent rate limit, refused before anything was applied. That error is raised once the
+    answered ones are kept (in ``done``), so those leads are written after a refresh or a wait, not failed."""
+    stopped = [result.error for _, result in pairs if isinstance(result.error, AuthExpired | RateLimited)]
+    if not stopped:
+        return pairs, None
+    return [(write, result) for write, result in pairs if result.error not in stopped], stopped[0]
 
 
 def _written(crm: CrmProvider, write: PlannedWrite, result: WriteResult) -> SyncOutcome:

@@ -102,8 +102,15 @@ def test_the_rpc_layer_has_no_sql_and_no_http() -> None:
 
 
 def test_the_provider_contract_depends_on_nothing_but_errors() -> None:
-    internal = {n for n in imports_of(SOURCE / "providers.py") if n.startswith("crm_hub")}
+    internal = {n for n in imports_of(SOURCE / "providers" / "__init__.py") if n.startswith("crm_hub")}
     assert internal == {"crm_hub.errors"}
+
+
+def test_the_provider_toolkit_depends_only_on_the_contract_and_httpx() -> None:
+    found = imports_of(SOURCE / "providers" / "http.py")
+    internal = {n for n in found if n.startswith("crm_hub")}
+    assert internal == {"crm_hub.errors", "crm_hub.providers"}
+    assert {n.split(".")[0] for n in found if not n.startswith("crm_hub")} - set(sys.stdlib_module_names) == {"httpx"}
 
 
 def test_a_fake_crm_imports_without_pytest() -> None:

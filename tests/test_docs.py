@@ -15,6 +15,7 @@ import pytest
 
 from crm_hub import hookspecs, providers, testing
 from crm_hub.providers import ProviderCapabilities
+from crm_hub.providers import http as toolkit
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 #: pluggy marks each hookspec function with ``<project>_spec``.
@@ -60,6 +61,12 @@ def test_every_hookspec_is_documented_with_its_parameters_in_the_plugin_guide(gu
 @pytest.mark.parametrize("name", providers.__all__)
 def test_every_public_name_of_the_provider_contract_appears_in_the_plugin_guide(guide: str, name: str) -> None:
     assert re.search(rf"\b{re.escape(name)}\b", guide), f"docs/plugins.md never mentions crm_hub.providers.{name}"
+
+
+@pytest.mark.parametrize("name", toolkit.__all__)
+def test_every_name_of_the_adapter_toolkit_is_in_the_guides_toolkit_section(guide: str, name: str) -> None:
+    toolkit_section = section(guide, "The adapter toolkit: `crm_hub.providers.http`")
+    assert re.search(rf"\b{re.escape(name)}\b", toolkit_section), f"the toolkit section never mentions {name}"
 
 
 @pytest.mark.parametrize("name", testing.__all__)

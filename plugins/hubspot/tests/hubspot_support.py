@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from datetime import UTC, datetime
+
+from crm_hub.providers.http import pkce_challenge
 
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "test-client-secret-value"
@@ -28,5 +28,4 @@ class FakeClock:
         return datetime.fromtimestamp(self.now, UTC)
 
 
-def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+s256 = pkce_challenge

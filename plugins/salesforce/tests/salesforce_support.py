@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from crm_hub.providers import TokenSet
+from crm_hub.providers.http import pkce_challenge, pkce_verifier
 
 from crm_hub_salesforce import SalesforceProvider
 from crm_hub_salesforce.fake import FakeSalesforce
@@ -57,9 +55,8 @@ def tokens_from(answer: dict[str, object]) -> TokenSet:
 
 def pkce_pair() -> tuple[str, str]:
     """(verifier, S256 challenge)."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return verifier, challenge
+    verifier = pkce_verifier()
+    return verifier, pkce_challenge(verifier)
 
 
 async def consent(fake: FakeSalesforce, authorization_url: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import logging
@@ -20,6 +19,7 @@ from crm_hub.errors import FailedPrecondition, FieldViolation, InvalidArgument, 
 from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
+from crm_hub.providers.http import pkce_challenge, pkce_verifier
 from crm_hub.storage import (
     Database,
     IntegrationRepository,
@@ -56,11 +56,6 @@ def _state_hash(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-def _pkce_challenge(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
 class ConnectionService:
     def __init__(
         self,
@@ -82,7 +77,7 @@ class ConnectionService:
         """A consent URL and a one-time state bound to this team and provider (stored hashed)."""
         provider = _configured(self._plugins.providers().get(kind))
         state = secrets.token_urlsafe(32)
-        verifier = secrets.token_urlsafe(64) if provider.capabilities.pkce else None
+        verifier = pkce_verifier() if provider.capabilities.pkce else None
         now = utcnow()
         async with self._database.session() as session:
             await TeamRepository(session).ensure(caller.team_id)
@@ -101,7 +96,7 @@ class ConnectionService:
                 expires_at=now + STATE_LIFETIME,
             )
         auth_url = provider.authorization_url(
-            state=state, code_challenge=_pkce_challenge(verifier) if verifier else None
+            state=state, code_challenge=pkce_challenge(verifier) if verifier else None
         )
         return OAuthStart(auth_url=auth_url, state=state)
 

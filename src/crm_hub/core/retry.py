@@ -8,10 +8,8 @@ and auth problems are never retried here: refresh-on-expiry is the credential st
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -19,29 +17,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from crm_hub.errors import ProviderError
+from crm_hub.providers import request_deadline as retry_deadline
+from crm_hub.providers import request_deadline_variable, time_left
 
+# The request's deadline is part of the provider contract, so provider HTTP clients can bound each call by it.
 __all__ = ["RetryPolicy", "retry_deadline", "time_left"]
-
-#: When the work of the current request must be done (time.monotonic()); retries never wait past it.
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("crm_hub_retry_deadline", default=None)
-
-
-@contextlib.contextmanager
-def retry_deadline(at: float | None) -> Iterator[None]:
-    """Within this block, every RetryPolicy gives up rather than wait past ``at`` (a time.monotonic() value):
-    one budget for all the CRM calls of one request, not 30 s for each."""
-    token = _deadline.set(at)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
-def time_left() -> float | None:
-    """Seconds until the current request's deadline (``retry_deadline``), or None outside one."""
-    at = _deadline.get()
-    return None if at is None else max(0.0, at - time.monotonic())
-
 
 T = TypeVar("T")
 
@@ -70,7 +50,7 @@ class RetryPolicy:
         retried only when the CRM certainly did not carry it out (``maybe_applied`` False): never twice."""
         backoff = wait_exponential_jitter(multiplier=self.initial_backoff, max=self.max_backoff)
         budget = self.deadline_seconds
-        if (at := _deadline.get()) is not None:
+        if (at := request_deadline_variable.get()) is not None:
             budget = max(0.0, min(budget, at - time.monotonic()))
 
         def wait(state: RetryCallState) -> float:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +16,7 @@ from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.sync import DUPLICATE_POLICIES, ContactWriter
 from crm_hub.errors import AlreadyExists, AuthExpired, ProviderError, RateLimited, Rejected, Unavailable
 from crm_hub.providers import DUPLICATE_CONTACT, FIELD_TYPES, ContactInput, ContactUpdate, CrmProvider, TokenSet
+from crm_hub.providers.http import pkce_challenge, pkce_verifier
 
 __all__ = ["ConformanceHarness", "FailureKind", "ProviderConformance", "follow_consent"]
 
@@ -80,9 +78,8 @@ class ConformanceHarness(ABC):
 
 
 def _pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(64)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return verifier, challenge
+    verifier = pkce_verifier()
+    return verifier, pkce_challenge(verifier)
 
 
 def _email() -> str:

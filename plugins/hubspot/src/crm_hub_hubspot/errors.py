@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -40,7 +38,8 @@ from crm_hub.errors import (
     Rejected,
     Unavailable,
 )
-from crm_hub.providers import DUPLICATE_CONTACT
+from crm_hub.providers import DUPLICATE_CONTACT, http
+from crm_hub.providers.http import parse_retry_after
 
 __all__ = [
     "PROVIDER",
@@ -52,32 +51,32 @@ __all__ = [
 ]
 
 PROVIDER = "hubspot"
+LABEL = "HubSpot"
 
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)")
 _INVALID_VALUES_PREFIX = "Property values were not valid:"
 #: HubSpot asks for at least two seconds after a 423 Locked.
 _LOCKED_RETRY_AFTER = 2.0
-_MAX_MESSAGE = 300
 
 
 def classify(response: httpx.Response, *, secrets: Iterable[str | None] = ()) -> ProviderError:
     """The provider error for a non-success answer from HubSpot's API (the caller raises it)."""
     status = response.status_code
-    body = _json_body(response)
-    category = _text(body.get("category") or body.get("errorType"))
-    hubspot_message = _scrub(_text(body.get("message")), secrets)
+    body = dict(http.mapping(http.json_body(response)))
+    category = http.text(body.get("category") or body.get("errorType"))
+    hubspot_message = http.scrub(http.text(body.get("message")), secrets)
     metadata = _metadata(body, category)
 
     if status == 401:
         return AuthExpired(
-            _sentence("HubSpot no longer accepts the access token", hubspot_message),
+            http.sentence("HubSpot no longer accepts the access token", hubspot_message),
             provider=PROVIDER,
             status=status,
             metadata=metadata,
         )
     if status == 429:
         return RateLimited(
-            _sentence("HubSpot's rate limit was reached", hubspot_message),
+            http.sentence("HubSpot's rate limit was reached", hubspot_message),
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
             provider=PROVIDER,
             status=status,
@@ -106,13 +105,13 @@ def classify(response: httpx.Response, *, secrets: Iterable[str | None] = ()) ->
 
 def record_error(error: Mapping[str, Any], *, secrets: Iterable[str | None] = ()) -> Rejected | AccessDenied:
     """The error of one record inside a 207 batch answer (``errors[i]`` of a batch response)."""
-    category = _text(error.get("category"))
-    message = _scrub(_text(error.get("message")), secrets)
+    category = http.text(error.get("category"))
+    message = http.scrub(http.text(error.get("message")), secrets)
     status = _int(error.get("status"))
     metadata = {"hubspot_category": category} if category else {}
     if category == "OBJECT_NOT_FOUND":
         return Rejected(
-            _sentence("HubSpot has no such contact", message),
+            http.sentence("HubSpot has no such contact", message),
             reason="NOT_FOUND",
             provider=PROVIDER,
             status=404,
@@ -123,22 +122,22 @@ def record_error(error: Mapping[str, Any], *, secrets: Iterable[str | None] = ()
 
 def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Iterable[str | None] = ()) -> ProviderError:
     """A failed call to the token endpoint: invalid_grant means the code or refresh token is no good."""
-    body = _json_body(response)
-    oauth_error = _text(body.get("error"))
-    oauth_status = _text(body.get("status"))
-    description = _scrub(_text(body.get("error_description") or body.get("message")), secrets)
+    body = dict(http.mapping(http.json_body(response)))
+    oauth_error = http.text(body.get("error"))
+    oauth_status = http.text(body.get("status"))
+    description = http.scrub(http.text(body.get("error_description") or body.get("message")), secrets)
     if response.status_code in (400, 401) and (
         oauth_error == "invalid_grant" or oauth_status in ("BAD_REFRESH_TOKEN", "BAD_AUTH_CODE")
     ):
         if refreshing:
             return RefreshRejected(
-                _sentence("HubSpot refused the refresh token", description),
+                http.sentence("HubSpot refused the refresh token", description),
                 provider=PROVIDER,
                 status=response.status_code,
                 metadata={"oauth_error": oauth_error or "invalid_grant"},
             )
         return Rejected(
-            _sentence("HubSpot refused the authorization code", description),
+            http.sentence("HubSpot refused the authorization code", description),
             reason="OAUTH_CODE_INVALID",
             provider=PROVIDER,
             status=response.status_code,
@@ -161,31 +160,7 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
 
 def classify_transport(error: Exception) -> Unavailable:
     """A request that got no HTTP answer: timed out, refused, reset. Never quotes the URL."""
-    if isinstance(error, TimeoutError | httpx.TimeoutException):
-        message = "HubSpot did not answer in time; try again shortly."
-    else:
-        message = f"Could not reach HubSpot ({type(error).__name__}); try again shortly."
-    # A connection that never opened carried no request: nothing can have been written.
-    unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
-    return Unavailable(message, provider=PROVIDER, maybe_applied=not unsent)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date. None when absent or unreadable."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = (moment - datetime.now(UTC)).total_seconds()
-    return max(seconds, 0.0)
+    return http.classify_transport(error, provider=PROVIDER, label=LABEL)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -210,7 +185,7 @@ def _rejection(
                 metadata={**metadata, "contact_id": existing.group(1)},
             )
         return Rejected(
-            _sentence("HubSpot reported a conflict", hubspot_message),
+            http.sentence("HubSpot reported a conflict", hubspot_message),
             reason="CONFLICT",
             provider=PROVIDER,
             status=status,
@@ -218,7 +193,7 @@ def _rejection(
         )
     if status == 404 or category == "OBJECT_NOT_FOUND":
         return Rejected(
-            _sentence("HubSpot has no such record", hubspot_message),
+            http.sentence("HubSpot has no such record", hubspot_message),
             reason="NOT_FOUND",
             provider=PROVIDER,
             status=status,
@@ -227,9 +202,11 @@ def _rejection(
     if status == 403 or category == "MISSING_SCOPES":
         reason = "MISSING_SCOPES" if category == "MISSING_SCOPES" else "FORBIDDEN"
         return AccessDenied(
-            _sentence("HubSpot refused access; reconnect the integration to grant the needed scopes", hubspot_message)
+            http.sentence(
+                "HubSpot refused access; reconnect the integration to grant the needed scopes", hubspot_message
+            )
             if reason == "MISSING_SCOPES"
-            else _sentence("HubSpot refused access", hubspot_message),
+            else http.sentence("HubSpot refused access", hubspot_message),
             reason=reason,
             provider=PROVIDER,
             status=status,
@@ -240,7 +217,7 @@ def _rejection(
         if violations:
             details = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
             return Rejected(
-                _truncate(f"HubSpot rejected property values: {details}."),
+                http.truncate(f"HubSpot rejected property values: {details}."),
                 reason="FIELD_VALUE_INVALID",
                 field_violations=violations,
                 provider=PROVIDER,
@@ -248,14 +225,14 @@ def _rejection(
                 metadata=metadata,
             )
         return Rejected(
-            _sentence("HubSpot rejected the request", hubspot_message),
+            http.sentence("HubSpot rejected the request", hubspot_message),
             reason="REQUEST_INVALID",
             provider=PROVIDER,
             status=status,
             metadata=metadata,
         )
     return Rejected(
-        _sentence(f"HubSpot refused the request (HTTP {status})", hubspot_message),
+        http.sentence(f"HubSpot refused the request (HTTP {status})", hubspot_message),
         provider=PROVIDER,
         status=status,
         metadata=metadata,
@@ -276,12 +253,12 @@ def _field_violations(body: Mapping[str, Any], secrets: Iterable[str | None]) ->
                 names = [names]
             if not isinstance(names, list):
                 continue
-            description = _scrub(_text(error.get("message")), secrets) or _text(error.get("code"))
+            description = http.scrub(http.text(error.get("message")), secrets) or http.text(error.get("code"))
             for name in names:
                 violations.setdefault((str(name), description), FieldViolation(str(name), description))
     if violations:
         return list(violations.values())
-    message = _text(body.get("message"))
+    message = http.text(body.get("message"))
     if message.startswith(_INVALID_VALUES_PREFIX):
         try:
             entries = json.loads(message[len(_INVALID_VALUES_PREFIX) :].strip())
@@ -290,7 +267,7 @@ def _field_violations(body: Mapping[str, Any], secrets: Iterable[str | None]) ->
         for entry in entries if isinstance(entries, list) else []:
             if isinstance(entry, Mapping) and entry.get("name"):
                 name = str(entry["name"])
-                description = _scrub(_text(entry.get("message")), secrets) or _text(entry.get("error"))
+                description = http.scrub(http.text(entry.get("message")), secrets) or http.text(entry.get("error"))
                 violations.setdefault((name, description), FieldViolation(name, description))
     return list(violations.values())
 
@@ -308,35 +285,8 @@ def _metadata(body: Mapping[str, Any], category: str) -> dict[str, str]:
     return metadata
 
 
-def _json_body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = json.loads(response.content) if response.content else {}
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
 def _int(value: Any) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _scrub(text: str, secrets: Iterable[str | None]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
-
-
-def _sentence(lead: str, detail: str) -> str:
-    return _truncate(f"{lead}: {detail.rstrip('.')}." if detail else f"{lead}.")
-
-
-def _truncate(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"

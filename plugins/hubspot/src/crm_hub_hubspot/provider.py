@@ -18,7 +18,6 @@ Batch writes and partial failures
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -43,17 +42,11 @@ from crm_hub.providers import (
     RateLimit,
     TokenSet,
     WriteResult,
-    crm_request,
+    http,
     write_in_batches,
 )
 
-from crm_hub_hubspot.errors import (
-    PROVIDER,
-    classify,
-    classify_oauth,
-    classify_transport,
-    record_error,
-)
+from crm_hub_hubspot.errors import LABEL, PROVIDER, classify, classify_oauth, record_error
 from crm_hub_hubspot.settings import HubSpotSettings
 
 __all__ = ["SCOPES", "HubSpotProvider", "to_hubspot_value"]
@@ -95,14 +88,15 @@ class HubSpotProvider(CrmProvider):
     ) -> None:
         """``timeout`` bounds each HTTP call end to end (seconds); ``clock`` stamps token expiry (UTC)."""
         self.settings = settings
-        self._timeout = timeout
         self._now = clock or (lambda: datetime.now(UTC))
-        self._client = httpx.AsyncClient(
+        self._http = http.CrmHttpClient(
+            PROVIDER,
+            LABEL,
             base_url=settings.api_base_url,
             transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
-            follow_redirects=False,
+            timeout=timeout,
+            user_agent=_USER_AGENT,
+            quota=lambda response, _: _quota(response.headers),
         )
 
     @classmethod
@@ -113,7 +107,7 @@ class HubSpotProvider(CrmProvider):
         return cls(settings=HubSpotSettings.from_env(environ), transport=transport)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def configuration_problem(self) -> str | None:
         return self.settings.problem
@@ -149,7 +143,7 @@ class HubSpotProvider(CrmProvider):
         response = await self._send("POST", _TOKEN_PATH, form=form)
         if response.status_code != 200:
             raise classify_oauth(response, refreshing=False, secrets=(code, self.settings.client_secret))
-        return self._token_set(_json_object(response), previous=None)
+        return self._token_set(self._http.json_object(response), previous=None)
 
     async def refresh(self, tokens: TokenSet) -> TokenSet:
         if not tokens.refresh_token:
@@ -166,7 +160,7 @@ class HubSpotProvider(CrmProvider):
         response = await self._send("POST", _TOKEN_PATH, form=form)
         if response.status_code != 200:
             raise classify_oauth(response, refreshing=True, secrets=self._secrets(tokens))
-        return self._token_set(_json_object(response), previous=tokens)
+        return self._token_set(self._http.json_object(response), previous=tokens)
 
     async def revoke(self, tokens: TokenSet) -> None:
         """Delete the refresh token at HubSpot (which also ends the app's access through it)."""
@@ -182,7 +176,7 @@ class HubSpotProvider(CrmProvider):
 
     async def list_fields(self, tokens: TokenSet) -> list[CrmField]:
         response = await self._api("GET", _PROPERTIES_PATH, tokens, params={"archived": "false"})
-        fields = [_crm_field(item) for item in _list(_json_object(response).get("results"))]
+        fields = [_crm_field(item) for item in http.mappings(self._http.json_object(response).get("results"))]
         return [field for field in fields if field is not None]
 
     # -- Contacts ----------------------------------------------------------------------------------
@@ -191,7 +185,7 @@ class HubSpotProvider(CrmProvider):
         """One batch read by ``idProperty=email`` per 100 distinct emails; unknown emails map to ``[]``."""
         found: dict[str, list[str]] = {}
         for email in emails:
-            found.setdefault(_normalize_email(email), [])
+            found.setdefault(http.normalize_email(email), [])
         wanted = [email for email in found if email]
         size = self.capabilities.max_batch_size
         for start in range(0, len(wanted), size):
@@ -201,13 +195,13 @@ class HubSpotProvider(CrmProvider):
                 "properties": ["email"],
             }
             response = await self._api("POST", f"{_CONTACTS_PATH}/batch/read", tokens, json=body)
-            payload = _json_object(response)
-            for result in _list(payload.get("results")):
-                email = _normalize_email(str(_mapping(result.get("properties")).get("email") or ""))
+            payload = self._http.json_object(response)
+            for result in http.mappings(payload.get("results")):
+                email = http.normalize_email(str(http.mapping(result.get("properties")).get("email") or ""))
                 contact_id = str(result.get("id") or "")
                 if email in found and contact_id and contact_id not in found[email]:
                     found[email].append(contact_id)
-            for error in _list(payload.get("errors")):
+            for error in http.mappings(payload.get("errors")):
                 # Not-found emails are the normal case of a lookup; anything else is worth raising.
                 if error.get("category") != "OBJECT_NOT_FOUND":
                     raise record_error(error, secrets=self._secrets(tokens))
@@ -265,7 +259,10 @@ class HubSpotProvider(CrmProvider):
         response = await self._send("POST", f"{_CONTACTS_PATH}/batch/create", tokens=tokens, json={"inputs": inputs})
         if response.status_code in (200, 201, 207):
             return self._match_by_email(
-                _json_object(response), [_email_of(contact) for contact in chunk], tokens, created=True
+                self._http.json_object(response),
+                [_email_of(contact) for contact in chunk],
+                tokens,
+                created=True,
             )
         error = classify(response, secrets=self._secrets(tokens))
         if not _is_record_rejection(error):
@@ -277,7 +274,7 @@ class HubSpotProvider(CrmProvider):
     async def _create_one(self, tokens: TokenSet, contact: ContactInput) -> WriteResult:
         response = await self._send("POST", _CONTACTS_PATH, tokens=tokens, json={"properties": _properties(contact)})
         if response.status_code in (200, 201):
-            return WriteResult(contact_id=str(_json_object(response).get("id")), created=True)
+            return WriteResult(contact_id=str(self._http.json_object(response).get("id")), created=True)
         error = classify(response, secrets=self._secrets(tokens))
         if _is_record_rejection(error):
             return WriteResult(error=error)
@@ -287,7 +284,11 @@ class HubSpotProvider(CrmProvider):
         inputs = [{"id": update.contact_id, "properties": _properties(update)} for update in chunk]
         response = await self._send("POST", f"{_CONTACTS_PATH}/batch/update", tokens=tokens, json={"inputs": inputs})
         if response.status_code in (200, 207):
-            return self._match_by_id(_json_object(response), [update.contact_id for update in chunk], tokens)
+            return self._match_by_id(
+                self._http.json_object(response),
+                [update.contact_id for update in chunk],
+                tokens,
+            )
         error = classify(response, secrets=self._secrets(tokens))
         if not _is_record_rejection(error):
             raise error
@@ -299,7 +300,7 @@ class HubSpotProvider(CrmProvider):
         path = f"{_CONTACTS_PATH}/{quote(update.contact_id, safe='')}"
         response = await self._send("PATCH", path, tokens=tokens, json={"properties": _properties(update)})
         if response.status_code == 200:
-            return WriteResult(contact_id=str(_json_object(response).get("id") or update.contact_id))
+            return WriteResult(contact_id=str(self._http.json_object(response).get("id") or update.contact_id))
         error = classify(response, secrets=self._secrets(tokens))
         if _is_record_rejection(error) or error.reason == "NOT_FOUND":
             return WriteResult(error=error)
@@ -311,7 +312,11 @@ class HubSpotProvider(CrmProvider):
         ]
         response = await self._send("POST", f"{_CONTACTS_PATH}/batch/upsert", tokens=tokens, json={"inputs": inputs})
         if response.status_code in (200, 201, 207):
-            return self._match_by_email(_json_object(response), [_email_of(contact) for contact in chunk], tokens)
+            return self._match_by_email(
+                self._http.json_object(response),
+                [_email_of(contact) for contact in chunk],
+                tokens,
+            )
         error = classify(response, secrets=self._secrets(tokens))
         if not _is_record_rejection(error):
             raise error
@@ -330,10 +335,10 @@ class HubSpotProvider(CrmProvider):
         """Results in input order. HubSpot does not promise result order: match by trace id, then email."""
         matched: list[WriteResult | None] = [None] * len(emails)
         leftovers: list[Mapping[str, Any]] = []
-        for result in _list(payload.get("results")):
+        for result in http.mappings(payload.get("results")):
             index = _trace_index(result.get("objectWriteTraceId"), len(emails))
             if index is None or matched[index] is not None:
-                email = _normalize_email(str(_mapping(result.get("properties")).get("email") or ""))
+                email = http.normalize_email(str(http.mapping(result.get("properties")).get("email") or ""))
                 index = next(
                     (i for i, wanted in enumerate(emails) if matched[i] is None and email and wanted == email), None
                 )
@@ -341,8 +346,8 @@ class HubSpotProvider(CrmProvider):
                 leftovers.append(result)
                 continue
             matched[index] = _write_result(result, created)
-        for error in _list(payload.get("errors")):
-            context = _mapping(error.get("context"))
+        for error in http.mappings(payload.get("errors")):
+            context = http.mapping(error.get("context"))
             traces = context.get("objectWriteTraceId")
             for trace in traces if isinstance(traces, list) else [traces]:
                 index = _trace_index(trace, len(emails))
@@ -351,7 +356,7 @@ class HubSpotProvider(CrmProvider):
             ids = context.get("ids")
             for value in ids if isinstance(ids, list) else []:
                 for i, wanted in enumerate(emails):
-                    if matched[i] is None and wanted and wanted == _normalize_email(str(value)):
+                    if matched[i] is None and wanted and wanted == http.normalize_email(str(value)):
                         matched[i] = WriteResult(error=record_error(error, secrets=self._secrets(tokens)))
         for i, slot in enumerate(matched):  # records without an email: remaining results in order
             if slot is None and leftovers:
@@ -360,10 +365,10 @@ class HubSpotProvider(CrmProvider):
 
     def _match_by_id(self, payload: Mapping[str, Any], ids: Sequence[str], tokens: TokenSet) -> list[WriteResult]:
         by_id: dict[str, WriteResult] = {}
-        for result in _list(payload.get("results")):
+        for result in http.mappings(payload.get("results")):
             by_id[str(result.get("id"))] = WriteResult(contact_id=str(result.get("id")))
-        for error in _list(payload.get("errors")):
-            failed = _mapping(error.get("context")).get("ids")
+        for error in http.mappings(payload.get("errors")):
+            failed = http.mapping(error.get("context")).get("ids")
             for contact_id in failed if isinstance(failed, list) else []:
                 by_id.setdefault(str(contact_id), WriteResult(error=record_error(error, secrets=self._secrets(tokens))))
         return [by_id.get(contact_id) or WriteResult(error=_no_result()) for contact_id in ids]
@@ -395,21 +400,12 @@ class HubSpotProvider(CrmProvider):
         form: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {tokens.access_token}"} if tokens is not None else {}
-        async with crm_request(PROVIDER, _operation(method, path)) as request:
-            try:
-                # httpx's timeouts bound each phase; this bounds the whole call (and in-process transports too).
-                async with asyncio.timeout(self._timeout):
-                    response = await self._client.request(
-                        method, path, headers=headers, json=json, data=form, params=params
-                    )
-            except (TimeoutError, httpx.TransportError) as error:
-                raise classify_transport(error) from None  # the cause may quote a URL holding a token
-            request.answered(response.status_code, _quota(response.headers))
-            return response
+        return await self._http.request(
+            method, path, operation=_operation(method, path), tokens=tokens, json=json, form=form, params=params
+        )
 
     def _secrets(self, tokens: TokenSet) -> tuple[str | None, ...]:
-        return (tokens.access_token, tokens.refresh_token, self.settings.client_secret)
+        return http.secrets_of(tokens, self.settings.client_secret)
 
     def _token_set(self, payload: Mapping[str, Any], *, previous: TokenSet | None) -> TokenSet:
         access_token = payload.get("access_token")
@@ -501,11 +497,7 @@ def _properties(record: ContactInput | ContactUpdate) -> dict[str, str]:
 
 
 def _email_of(contact: ContactInput) -> str:
-    return _normalize_email(contact.email or str(contact.properties.get("email") or ""))
-
-
-def _normalize_email(email: str) -> str:
-    return email.strip().lower()
+    return http.normalize_email(contact.email or str(contact.properties.get("email") or ""))
 
 
 def _crm_field(prop: Mapping[str, Any]) -> CrmField | None:
@@ -517,10 +509,10 @@ def _crm_field(prop: Mapping[str, Any]) -> CrmField | None:
     if field_type == "select":
         options = tuple(
             FieldOption(value=str(option["value"]), label=str(option.get("label") or option["value"]))
-            for option in _list(prop.get("options"))
+            for option in http.mappings(prop.get("options"))
             if option.get("value") is not None and not option.get("hidden")
         )
-    read_only = bool(_mapping(prop.get("modificationMetadata")).get("readOnlyValue"))
+    read_only = bool(http.mapping(prop.get("modificationMetadata")).get("readOnlyValue"))
     return CrmField(
         name=name,
         label=str(prop.get("label") or name),
@@ -570,26 +562,6 @@ def _is_record_rejection(error: ProviderError) -> bool:
 
 def _no_result() -> Rejected:
     return Rejected("HubSpot reported no result for this record.", provider=PROVIDER)
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        raise Unavailable(
-            f"HubSpot answered HTTP {response.status_code} with a body that is not JSON.", provider=PROVIDER
-        ) from None
-    if not isinstance(payload, dict):
-        raise Unavailable(f"HubSpot answered HTTP {response.status_code} with unexpected JSON.", provider=PROVIDER)
-    return payload
-
-
-def _list(value: Any) -> list[Mapping[str, Any]]:
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 # -- logging -----------------------------------------------------------------------------------------

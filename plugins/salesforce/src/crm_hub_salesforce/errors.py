@@ -25,7 +25,6 @@ or the client secret (``secrets`` are scrubbed from anything Salesforce echoes).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -41,7 +40,7 @@ from crm_hub.errors import (
     Rejected,
     Unavailable,
 )
-from crm_hub.providers import DUPLICATE_CONTACT
+from crm_hub.providers import DUPLICATE_CONTACT, http
 
 __all__ = [
     "PROVIDER",
@@ -56,7 +55,7 @@ __all__ = [
 ]
 
 PROVIDER = "salesforce"
-_MAX_MESSAGE = 300
+LABEL = "Salesforce"
 _LIMIT_INFO = re.compile(r"(?:^|[\s,])api-usage=(\d+)/(\d+)")
 
 #: Codes that say one of the record's values is wrong (the ``fields`` name which).
@@ -110,14 +109,14 @@ def classify(
     """The provider error for a non-success answer from Salesforce's REST API (the caller raises it)."""
     secrets = list(secrets)
     status = response.status_code
-    first = _first_error(_json_body(response))
-    code = _text(first.get("errorCode")) or _text(first.get("statusCode"))
-    message = _scrub(_text(first.get("message")), secrets)
+    first = _first_error(http.json_body(response))
+    code = http.text(first.get("errorCode")) or http.text(first.get("statusCode"))
+    message = http.scrub(http.text(first.get("message")), secrets)
     metadata = {"salesforce_error_code": code} if code else {}
 
     if status == 401:
         return AuthExpired(
-            _sentence(f"Salesforce no longer accepts the session ({code or 'HTTP 401'})", message),
+            http.sentence(f"Salesforce no longer accepts the session ({code or 'HTTP 401'})", message),
             provider=PROVIDER,
             status=status,
             metadata=metadata,
@@ -126,15 +125,15 @@ def classify(
         return _rate_limited(response, code, message, metadata, api_usage)
     if status >= 500:
         return Unavailable(
-            _sentence(f"Salesforce is unavailable right now (HTTP {status}); try again shortly", message),
-            retry_after=_retry_after(response),
+            http.sentence(f"Salesforce is unavailable right now (HTTP {status}); try again shortly", message),
+            retry_after=http.parse_retry_after(response.headers.get("Retry-After")),
             provider=PROVIDER,
             status=status,
             metadata=metadata,
         )
     if status == 404 or code == "NOT_FOUND":
         return Rejected(
-            _sentence("Salesforce has no such record or resource", message),
+            http.sentence("Salesforce has no such record or resource", message),
             reason="NOT_FOUND",
             provider=PROVIDER,
             status=status,
@@ -143,7 +142,7 @@ def classify(
     if code:
         return _rejection(code, message, _fields(first), status, metadata, first, secrets)
     return Rejected(
-        _sentence(f"Salesforce refused the request (HTTP {status})", message),
+        http.sentence(f"Salesforce refused the request (HTTP {status})", message),
         provider=PROVIDER,
         status=status,
         metadata=metadata,
@@ -166,33 +165,33 @@ def record_error(
     if not entries:
         return Rejected("Salesforce did not save this record and gave no reason.", provider=PROVIDER, status=400)
     first = entries[0]
-    code = _text(first.get("statusCode")) or _text(first.get("errorCode")) or "UNKNOWN_EXCEPTION"
+    code = http.text(first.get("statusCode")) or http.text(first.get("errorCode")) or "UNKNOWN_EXCEPTION"
     secret_list = list(secrets)
     if updating and code in _MISSING_RECORD_CODES and set(_fields(first)) <= {"Id"}:
         return Rejected(
-            _sentence("Salesforce has no such contact", _scrub(_text(first.get("message")), secret_list)),
+            http.sentence("Salesforce has no such contact", http.scrub(http.text(first.get("message")), secret_list)),
             reason="NOT_FOUND",
             provider=PROVIDER,
             status=404,
             metadata={"salesforce_error_code": code},
         )
     if code == "DUPLICATES_DETECTED":
-        message = _scrub(_text(first.get("message")), secret_list)
+        message = http.scrub(http.text(first.get("message")), secret_list)
         return duplicate_rejection(message, duplicate_match_ids(first) or list(duplicate_ids), code=code)
     if len(entries) == 1:
-        message = _scrub(_text(first.get("message")), secret_list)
+        message = http.scrub(http.text(first.get("message")), secret_list)
         return _rejection(code, message, _fields(first), 400, {"salesforce_error_code": code}, first, secret_list)
     # Several problems with one record: report them all, so one round of fixes is enough.
     fields: list[str] = []
     descriptions: list[str] = []
     for entry in entries:
         fields.extend(name for name in _fields(entry) if name not in fields)
-        text = _scrub(_text(entry.get("message")), secret_list)
+        text = http.scrub(http.text(entry.get("message")), secret_list)
         if text:
             descriptions.append(text.rstrip("."))
     violations = _violations(entries, secret_list)
     return Rejected(
-        _truncate(f"Salesforce rejected the record: {'; '.join(descriptions) or code}."),
+        http.truncate(f"Salesforce rejected the record: {'; '.join(descriptions) or code}."),
         reason=_reason_for(code, fields),
         field_violations=violations,
         provider=PROVIDER,
@@ -203,16 +202,16 @@ def record_error(
 
 def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Iterable[str | None] = ()) -> ProviderError:
     """A failed call to ``/services/oauth2/token``: ``{"error": …, "error_description": …}``."""
-    body = _json_body(response)
+    body = http.json_body(response)
     payload = body if isinstance(body, Mapping) else {}
-    oauth_error = _text(payload.get("error"))
-    description = _scrub(_text(payload.get("error_description")), secrets)
+    oauth_error = http.text(payload.get("error"))
+    description = http.scrub(http.text(payload.get("error_description")), secrets)
     status = response.status_code
     metadata = {"oauth_error": oauth_error} if oauth_error else {}
     if status >= 500:
         return Unavailable(
             f"Salesforce's login service is unavailable right now (HTTP {status}); try again shortly.",
-            retry_after=_retry_after(response),
+            retry_after=http.parse_retry_after(response.headers.get("Retry-After")),
             provider=PROVIDER,
             status=status,
             metadata=metadata,
@@ -220,13 +219,13 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
     if oauth_error in ("invalid_grant", "inactive_user", "inactive_org"):
         if refreshing:
             return RefreshRejected(
-                _sentence("Salesforce refused the refresh token", description),
+                http.sentence("Salesforce refused the refresh token", description),
                 provider=PROVIDER,
                 status=status,
                 metadata=metadata,
             )
         return Rejected(
-            _sentence("Salesforce refused the authorization code", description),
+            http.sentence("Salesforce refused the authorization code", description),
             reason="OAUTH_CODE_INVALID",
             provider=PROVIDER,
             status=status,
@@ -235,7 +234,7 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
     if oauth_error in ("invalid_client_id", "invalid_client", "redirect_uri_mismatch", "unauthorized_client"):
         # The service's own connected app is set up wrongly: reconnecting would not help, the config does.
         return AccessDenied(
-            _sentence(
+            http.sentence(
                 "Salesforce does not accept this service's connected app (check SALESFORCE_CLIENT_ID, "
                 "SALESFORCE_CLIENT_SECRET and SALESFORCE_REDIRECT_URL)",
                 description,
@@ -248,13 +247,15 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
     if oauth_error == "rate_limit_exceeded" or status == 429:
         return RateLimited(
             "Salesforce's login service asks us to slow down; try again shortly.",
-            retry_after=_retry_after(response),
+            retry_after=http.parse_retry_after(response.headers.get("Retry-After")),
             provider=PROVIDER,
             status=status,
             metadata=metadata,
         )
     return Rejected(
-        _sentence(f"Salesforce's login service refused the request ({oauth_error or f'HTTP {status}'})", description),
+        http.sentence(
+            f"Salesforce's login service refused the request ({oauth_error or f'HTTP {status}'})", description
+        ),
         reason="OAUTH_REQUEST_INVALID",
         provider=PROVIDER,
         status=status,
@@ -264,13 +265,7 @@ def classify_oauth(response: httpx.Response, *, refreshing: bool, secrets: Itera
 
 def classify_transport(error: Exception) -> Unavailable:
     """A request that got no HTTP answer: timed out, refused, reset. Never quotes the URL."""
-    if isinstance(error, TimeoutError | httpx.TimeoutException):
-        message = "Salesforce did not answer in time; try again shortly."
-    else:
-        message = f"Could not reach Salesforce ({type(error).__name__}); try again shortly."
-    # A connection that never opened carried no request: nothing can have been written.
-    unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
-    return Unavailable(message, provider=PROVIDER, maybe_applied=not unsent)
+    return http.classify_transport(error, provider=PROVIDER, label=LABEL)
 
 
 def parse_limit_info(value: str | None) -> tuple[int, int] | None:
@@ -291,8 +286,8 @@ def duplicate_match_ids(error: Mapping[str, Any]) -> list[str]:
     ids: list[str] = []
     if not isinstance(result, Mapping):
         return ids
-    for match in _list(result.get("matchResults")):
-        for record in _list(match.get("matchRecords")):
+    for match in http.mappings(result.get("matchResults")):
+        for record in http.mappings(match.get("matchRecords")):
             found = record.get("record")
             record_id = found.get("Id") if isinstance(found, Mapping) else None
             if isinstance(record_id, str) and record_id and record_id not in ids:
@@ -309,7 +304,7 @@ def duplicate_rejection(message: str, ids: Sequence[str], *, code: str = "DUPLIC
             metadata["other_contact_ids"] = ",".join(ids[1:])
     detail = f" (id {ids[0]})" if ids else ""
     return Rejected(
-        _sentence(f"Salesforce's duplicate rules refused the contact{detail}", message),
+        http.sentence(f"Salesforce's duplicate rules refused the contact{detail}", message),
         reason=DUPLICATE_CONTACT,
         provider=PROVIDER,
         status=400,
@@ -339,8 +334,8 @@ def _rate_limited(
             metadata=metadata,
         )
     return RateLimited(
-        _sentence("Salesforce asks us to slow down", message),
-        retry_after=_retry_after(response),
+        http.sentence("Salesforce asks us to slow down", message),
+        retry_after=http.parse_retry_after(response.headers.get("Retry-After")),
         provider=PROVIDER,
         status=response.status_code,
         metadata=metadata,
@@ -364,7 +359,7 @@ def _rejection(
         # Salesforce quotes the query and points at the fault; its last line says what is wrong.
         lines = [line for line in message.splitlines() if line.strip()]
         return Rejected(
-            _sentence(
+            http.sentence(
                 "Salesforce refused the contact lookup as malformed SOQL (a crm_hub bug)", lines[-1] if lines else ""
             ),
             reason=reason,
@@ -387,7 +382,7 @@ def _rejection(
         "FIELD_VALUE_INVALID": "Salesforce rejected a value",
     }.get(reason, f"Salesforce rejected the request ({code})")
     return Rejected(
-        _sentence(lead, message),
+        http.sentence(lead, message),
         reason=reason,
         field_violations=violations,
         provider=PROVIDER,
@@ -410,15 +405,15 @@ def _violations(errors: Sequence[Mapping[str, Any]], secrets: Iterable[str | Non
     secret_list = list(secrets)
     violations: dict[tuple[str, str], FieldViolation] = {}
     for error in errors:
-        code = _text(error.get("statusCode")) or _text(error.get("errorCode"))
-        description = _scrub(_text(error.get("message")), secret_list) or code
+        code = http.text(error.get("statusCode")) or http.text(error.get("errorCode"))
+        description = http.scrub(http.text(error.get("message")), secret_list) or code
         if code == "REQUIRED_FIELD_MISSING":
             description = "Salesforce requires a value for this field"
         names = _fields(error)
         if not names and code == "INVALID_EMAIL_ADDRESS":
             names = ["Email"]
         for name in names:
-            violations.setdefault((name, description), FieldViolation(name, _truncate(description)))
+            violations.setdefault((name, description), FieldViolation(name, http.truncate(description)))
     return list(violations.values())
 
 
@@ -432,44 +427,3 @@ def _first_error(body: Any) -> Mapping[str, Any]:
 def _fields(error: Mapping[str, Any]) -> list[str]:
     fields = error.get("fields")
     return [str(name) for name in fields if isinstance(name, str) and name] if isinstance(fields, list) else []
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(float(value), 0.0) if value else None
-    except ValueError:
-        return None
-
-
-def _json_body(response: httpx.Response) -> Any:
-    try:
-        return json.loads(response.content) if response.content else None
-    except ValueError:
-        return None
-
-
-def _list(value: Any) -> list[Mapping[str, Any]]:
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
-
-
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _scrub(text: str, secrets: Iterable[str | None]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
-
-
-def _sentence(lead: str, detail: str) -> str:
-    detail = detail.strip()
-    if not detail:
-        return _truncate(f"{lead}.")
-    return _truncate(f"{lead}: {detail}" + ("" if detail[-1] in ".?!" else "."))
-
-
-def _truncate(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"

@@ -40,7 +40,6 @@ API usage
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -51,7 +50,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from crm_hub.errors import (
-    AccessDenied,
     AuthExpired,
     FieldViolation,
     ProviderError,
@@ -71,20 +69,12 @@ from crm_hub.providers import (
     Quota,
     TokenSet,
     WriteResult,
-    crm_request,
-    is_secure_url,
+    http,
     write_in_batches,
 )
 
 from crm_hub_salesforce import soql
-from crm_hub_salesforce.errors import (
-    PROVIDER,
-    classify,
-    classify_oauth,
-    classify_transport,
-    parse_limit_info,
-    record_error,
-)
+from crm_hub_salesforce.errors import LABEL, PROVIDER, classify, classify_oauth, parse_limit_info, record_error
 from crm_hub_salesforce.settings import SalesforceSettings
 
 __all__ = ["SCOPES", "TYPE_MAP", "SalesforceProvider", "to_salesforce_value"]
@@ -169,12 +159,13 @@ class SalesforceProvider(CrmProvider):
     ) -> None:
         """``timeout`` bounds each HTTP call end to end (seconds); ``transport`` replaces the network."""
         self.settings = settings
-        self._timeout = timeout
-        self._client = httpx.AsyncClient(
+        self._http = http.CrmHttpClient(
+            PROVIDER,
+            LABEL,
             transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            headers={"Accept": "application/json", "User-Agent": _USER_AGENT},
-            follow_redirects=False,
+            timeout=timeout,
+            user_agent=_USER_AGENT,
+            quota=self._api_quota,
         )
         self._last_api_usage: tuple[int, int] | None = None
         self._api_usage: dict[str, tuple[int, int]] = {}
@@ -190,7 +181,7 @@ class SalesforceProvider(CrmProvider):
         return self.settings.problem
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     # -- observability -----------------------------------------------------------------------------
 
@@ -231,7 +222,7 @@ class SalesforceProvider(CrmProvider):
         response = await self._send("POST", self.settings.login_url + _OAUTH_TOKEN, form=form)
         if response.status_code != 200:
             raise classify_oauth(response, refreshing=False, secrets=(code, code_verifier, self.settings.client_secret))
-        return self._token_set(_json_object(response), previous=None)
+        return self._token_set(self._http.json_object(response), previous=None)
 
     async def refresh(self, tokens: TokenSet) -> TokenSet:
         """New access token. ``refresh_token`` is None unless Salesforce rotated it (then it is the new one)."""
@@ -248,7 +239,7 @@ class SalesforceProvider(CrmProvider):
         response = await self._send("POST", self.settings.login_url + _OAUTH_TOKEN, form=form)
         if response.status_code != 200:
             raise classify_oauth(response, refreshing=True, secrets=self._secrets(tokens))
-        return self._token_set(_json_object(response), previous=tokens)
+        return self._token_set(self._http.json_object(response), previous=tokens)
 
     async def revoke(self, tokens: TokenSet) -> None:
         """Revoke the refresh token (which ends its sessions too), else the access token. Best effort."""
@@ -256,7 +247,7 @@ class SalesforceProvider(CrmProvider):
         response = await self._send("POST", self.settings.login_url + _OAUTH_REVOKE, form={"token": token})
         if response.status_code == 200:
             return
-        error = _json_mapping(response).get("error")
+        error = http.mapping(http.json_body(response)).get("error")
         if response.status_code == 400 and error in ("invalid_token", "unsupported_token_type"):
             return  # already revoked or expired: what we wanted
         raise classify_oauth(response, refreshing=False, secrets=self._secrets(tokens))
@@ -266,7 +257,7 @@ class SalesforceProvider(CrmProvider):
     async def list_fields(self, tokens: TokenSet) -> list[CrmField]:
         """Contact's fields from ``describe``, mapped by ``TYPE_MAP`` (unmapped types left out)."""
         response = await self._api("GET", self._data_url(tokens, "/sobjects/Contact/describe"), tokens)
-        fields = (_crm_field(item) for item in _list(_json_object(response).get("fields")))
+        fields = (_crm_field(item) for item in http.mappings(self._http.json_object(response).get("fields")))
         return [field for field in fields if field is not None]
 
     # -- Contacts ----------------------------------------------------------------------------------
@@ -275,12 +266,12 @@ class SalesforceProvider(CrmProvider):
         """Contact ids per lowercased email, oldest first; one SOQL query per ≤ 200 emails."""
         found: dict[str, list[str]] = {}
         for email in emails:
-            found.setdefault(_normalize_email(email), [])
+            found.setdefault(http.normalize_email(email), [])
         wanted = [email for email in found if email]
         for chunk in _email_chunks(wanted, self.capabilities.max_batch_size, _MAX_QUERY_URL_CHARS):
             query = soql.contacts_by_email(chunk)
             async for record in self._query(tokens, query):
-                email = _normalize_email(str(record.get("Email") or ""))
+                email = http.normalize_email(str(record.get("Email") or ""))
                 contact_id = record.get("Id")
                 if email in found and isinstance(contact_id, str) and contact_id not in found[email]:
                     found[email].append(contact_id)
@@ -377,8 +368,8 @@ class SalesforceProvider(CrmProvider):
         response = await self._api("GET", self._data_url(tokens, "/query"), tokens, params={"q": query})
         seen: set[str] = set()
         for _ in range(_MAX_QUERY_PAGES):
-            page = _json_object(response)
-            for record in _list(page.get("records")):
+            page = self._http.json_object(response)
+            for record in http.mappings(page.get("records")):
                 yield record
             next_url = page.get("nextRecordsUrl")
             if page.get("done", True) is not False or not isinstance(next_url, str):
@@ -418,22 +409,13 @@ class SalesforceProvider(CrmProvider):
         form: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {tokens.access_token}"} if tokens is not None else {}
-        async with crm_request(PROVIDER, _operation(method, url, json)) as request:
-            try:
-                # httpx's timeouts bound each phase; this bounds the whole call (and in-process transports too).
-                async with asyncio.timeout(self._timeout):
-                    response = await self._client.request(
-                        method, url, headers=headers, json=json, data=form, params=params
-                    )
-            except (TimeoutError, httpx.TransportError) as error:
-                raise classify_transport(error) from None  # the cause may quote a URL holding lead data
-            usage = self._note_api_usage(tokens, response) if tokens is not None else None
-            request.answered(
-                response.status_code,
-                Quota(name="daily", used=usage[0], limit=usage[1], window_seconds=86_400) if usage else None,
-            )
-            return response
+        return await self._http.request(
+            method, url, operation=_operation(method, url, json), tokens=tokens, json=json, form=form, params=params
+        )
+
+    def _api_quota(self, response: httpx.Response, tokens: TokenSet | None) -> Quota | None:
+        usage = self._note_api_usage(tokens, response) if tokens is not None else None
+        return Quota(name="daily", used=usage[0], limit=usage[1], window_seconds=86_400) if usage else None
 
     def _note_api_usage(self, tokens: TokenSet, response: httpx.Response) -> tuple[int, int] | None:
         usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
@@ -451,7 +433,7 @@ class SalesforceProvider(CrmProvider):
         return usage
 
     def _secrets(self, tokens: TokenSet) -> tuple[str | None, ...]:
-        return (tokens.access_token, tokens.refresh_token, self.settings.client_secret)
+        return http.secrets_of(tokens, self.settings.client_secret)
 
     def _token_set(self, payload: Mapping[str, Any], *, previous: TokenSet | None) -> TokenSet:
         access_token = payload.get("access_token")
@@ -470,7 +452,9 @@ class SalesforceProvider(CrmProvider):
             # None when Salesforce did not rotate it: the core keeps the refresh token it has.
             refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
             expires_at=None,  # no expires_in: the session lasts the org's timeout; a 401 says when it ended
-            instance_url=_checked_instance_url(instance_url),
+            instance_url=http.trusted_api_host(
+                instance_url, provider=PROVIDER, label=LABEL, what="an instance_url", reason="INSTANCE_URL_INVALID"
+            ),
             scopes=scopes,
             extra=_identity(payload, previous),
         )
@@ -567,12 +551,8 @@ def _email_of(contact: ContactInput) -> str:
     """The email Salesforce sees: the Email property if mapped, else the contact's email."""
     for name, value in contact.properties.items():
         if str(name).lower() == "email" and isinstance(value, str) and value.strip():
-            return _normalize_email(value)
-    return _normalize_email(contact.email or "")
-
-
-def _normalize_email(email: str) -> str:
-    return email.strip().lower()
+            return http.normalize_email(value)
+    return http.normalize_email(contact.email or "")
 
 
 def _crm_field(item: Mapping[str, Any]) -> CrmField | None:
@@ -585,7 +565,7 @@ def _crm_field(item: Mapping[str, Any]) -> CrmField | None:
     if field_type == "select":
         options = tuple(
             FieldOption(value=str(option["value"]), label=str(option.get("label") or option["value"]))
-            for option in _list(item.get("picklistValues"))
+            for option in http.mappings(item.get("picklistValues"))
             if option.get("value") is not None and option.get("active", True)
         )
     return CrmField(
@@ -608,18 +588,6 @@ def _instance_url(tokens: TokenSet) -> str:
     return tokens.instance_url.rstrip("/")
 
 
-def _checked_instance_url(value: str) -> str:
-    """The org's API host. https only (plain http for a fake on localhost): tokens are sent there."""
-    parts = urlsplit(value.strip())
-    if not is_secure_url(value) or parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise AccessDenied(
-            "Salesforce returned an instance_url this service will not send tokens to.",
-            reason="INSTANCE_URL_INVALID",
-            provider=PROVIDER,
-        )
-    return value.strip().rstrip("/")
-
-
 def _identity(payload: Mapping[str, Any], previous: TokenSet | None) -> dict[str, str]:
     """Non-secret extras: the identity URL (``…/id/{org}/{user}``), org and user ids, issued_at."""
     extra = dict(previous.extra) if previous is not None else {}
@@ -637,27 +605,3 @@ def _identity(payload: Mapping[str, Any], previous: TokenSet | None) -> dict[str
 
 def _no_result() -> Rejected:
     return Rejected("Salesforce reported no result for this record; it may or may not be saved.", provider=PROVIDER)
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        raise Unavailable(
-            f"Salesforce answered HTTP {response.status_code} with a body that is not JSON.", provider=PROVIDER
-        ) from None
-    if not isinstance(payload, dict):
-        raise Unavailable(f"Salesforce answered HTTP {response.status_code} with unexpected JSON.", provider=PROVIDER)
-    return payload
-
-
-def _json_mapping(response: httpx.Response) -> Mapping[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, Mapping) else {}
-
-
-def _list(value: Any) -> list[Mapping[str, Any]]:
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []

@@ -16,8 +16,6 @@ Where crm-apis.md is silent the fake picks a plausible behaviour and says so her
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
 import json
 import re
@@ -33,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from crm_hub.providers import RateLimit, TokenSet
+from crm_hub.providers.http import pkce_challenge
 from crm_hub.testing.fakes import AuthorizationCode, Call, FakeCrm, Fault
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -380,7 +379,7 @@ class FakeHubSpot(FakeCrm):
             return _oauth_error("invalid_grant", "redirect_uri does not match", "BAD_REDIRECT_URI")
         if code.code_challenge is not None:
             verifier = form.get("code_verifier", "")
-            if not verifier or _s256(verifier) != code.code_challenge:
+            if not verifier or pkce_challenge(verifier) != code.code_challenge:
                 return _oauth_error("invalid_grant", "code_verifier does not match the code_challenge", "BAD_AUTH_CODE")
         return JSONResponse(self.grant_tokens(code.scopes))
 
@@ -814,10 +813,6 @@ def _properties_of(body: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii", "replace")).digest()).rstrip(b"=").decode()
 
 
 def _instant(seconds: float) -> str:

@@ -56,6 +56,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from crm_hub.providers.http import pkce_challenge
 from crm_hub.testing.fakes import AuthorizationCode, Call, FakeCrm, Fault
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -389,7 +390,7 @@ class FakeSalesforce(FakeCrm):
             return _oauth_error("redirect_uri_mismatch", "redirect_uri must match configuration")
         if code.code_challenge is not None:
             verifier = form.get("code_verifier", "")
-            if not verifier or not hmac.compare_digest(_s256(verifier), code.code_challenge):
+            if not verifier or not hmac.compare_digest(pkce_challenge(verifier), code.code_challenge):
                 return _oauth_error("invalid_grant", "invalid code verifier")
         chain = secrets.token_hex(8)
         refresh_token = self._new_refresh_token(chain, code.scopes) if _offline(code.scopes) else None
@@ -797,10 +798,6 @@ def _full_name(contact: Mapping[str, Any]) -> str:
 
 def _offline(scopes: Iterable[str]) -> bool:
     return bool({"refresh_token", "offline_access", "full"} & set(scopes))
-
-
-def _s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii", "replace")).digest()).decode().rstrip("=")
 
 
 def _is_version(value: str) -> bool:

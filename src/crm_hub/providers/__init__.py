@@ -48,6 +48,8 @@ __all__ = [
     "is_secure_url",
     "missing_settings_problem",
     "observing",
+    "request_deadline",
+    "time_left",
     "write_in_batches",
 ]
 
@@ -290,6 +292,30 @@ class CrmRequest:
         """The CRM answered with HTTP ``status``; ``quota`` is what it said of the account's allowance."""
         self.status = status
         self.quota = quota
+
+
+#: When the work of the current request must be done (time.monotonic()): CRM calls and their retries never
+#: run past it. The core sets it per RPC; provider HTTP clients read it with ``time_left``.
+request_deadline_variable: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "crm_hub_request_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def request_deadline(at: float | None) -> Iterator[None]:
+    """Within this block, retries give up and HTTP calls time out rather than run past ``at`` (a
+    time.monotonic() value): one budget for all the CRM calls of one request, not a timeout for each."""
+    token = request_deadline_variable.set(at)
+    try:
+        yield
+    finally:
+        request_deadline_variable.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds until the current request's deadline (``request_deadline``), or None outside one."""
+    at = request_deadline_variable.get()
+    return None if at is None else max(0.0, at - time.monotonic())
 
 
 _observers: contextvars.ContextVar[tuple[CrmRequestObserver, ...]] = contextvars.ContextVar(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -363,3 +364,62 @@ def test_every_hook_has_tests(hook: str) -> None:
     tests = [name for name in globals() if name.startswith(f"test_hook_{hook}")]
 
     assert tests, f"add a test named test_hook_{hook}_... to {__name__}"
+
+
+# -- the configuration the host hands its plugins -------------------------------------------------
+
+
+class ConfiguredPlugin:
+    """Registers a provider named after the ``CONFIGURED_NAME`` setting it is handed, and keeps what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    @hookimpl
+    def register_providers(self, register: Callable[[CrmProvider], None], config: Mapping[str, str]) -> None:
+        self.seen = dict(config)
+        register(provider_named(config["CONFIGURED_NAME"]))
+
+
+def test_plugins_are_configured_from_the_hosts_configuration_and_the_process_environment_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CONFIGURED_NAME", raising=False)
+    host = PluginHost(load_entry_points=False, load_default_plugins=False, config={"CONFIGURED_NAME": "first"})
+    plugin = ConfiguredPlugin()
+    host.register(plugin, name="configured")
+
+    host.add_config({"CONFIGURED_NAME": "sandboxed", "EXTRA": "1"})  # what a sandbox does before providers exist
+
+    assert host.providers().names() == ["sandboxed"]
+    assert plugin.seen == {"CONFIGURED_NAME": "sandboxed", "EXTRA": "1"}
+    assert "CONFIGURED_NAME" not in os.environ
+    with pytest.raises(TypeError):
+        host.config["CONFIGURED_NAME"] = "changed"  # type: ignore[index]
+
+
+def test_configuration_added_after_providers_exist_is_refused_rather_than_silently_ignored() -> None:
+    host = PluginHost(load_entry_points=False, load_default_plugins=False, config={"CONFIGURED_NAME": "first"})
+    host.register(ConfiguredPlugin(), name="configured")
+    host.providers()
+
+    with pytest.raises(ConfigurationError, match="before providers are made"):
+        host.add_config({"CONFIGURED_NAME": "late"})
+
+
+def test_the_first_party_plugins_read_their_settings_from_the_hosts_configuration() -> None:
+    config = {
+        "HUBSPOT_CLIENT_ID": "hub-client",
+        "HUBSPOT_CLIENT_SECRET": "hub-secret",
+        "HUBSPOT_REDIRECT_URL": "https://crm-hub.example.com/oauth/hubspot/callback",
+        "SALESFORCE_CLIENT_ID": "sf-client",
+    }
+    host = PluginHost(allowlist=["crm-hub-hubspot", "crm-hub-salesforce"], load_default_plugins=False, config=config)
+
+    registry = host.providers()
+
+    assert registry.get("hubspot").configuration_problem() is None
+    assert registry.get("hubspot").settings.client_id == "hub-client"  # type: ignore[attr-defined]
+    problem = registry.get("salesforce").configuration_problem() or ""
+    assert "SALESFORCE_CLIENT_SECRET" in problem
+    assert "SALESFORCE_CLIENT_ID" not in problem

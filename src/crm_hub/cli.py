@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -63,7 +62,7 @@ async def _up_in_sandbox(settings: Settings, gateway: GatewaySettings) -> int:
         for sandbox in plugins.sandboxes():
             redirect_url = f"{gateway.scheme}://{http.host}:{http.port}/oauth/{sandbox.name}/callback"
             environment = await stack.enter_async_context(sandbox.serve(host="127.0.0.1", redirect_url=redirect_url))
-            os.environ.update(environment)  # read by the provider when its plugin registers it, just below
+            plugins.add_config(environment)  # read by the provider when its plugin registers it, just below
             logger.info("sandbox serving", extra={"provider": sandbox.name, "redirect_url": redirect_url})
         return await run_up(settings, gateway, application=Application.from_settings(settings, plugins=plugins))
 

@@ -6,7 +6,7 @@ them, and implementations may accept any subset of the parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pluggy
 
@@ -24,8 +24,12 @@ hookimpl = pluggy.HookimplMarker("crm_hub")
 
 
 @hookspec
-def register_providers(register: Callable[[CrmProvider], None]) -> None:
+def register_providers(register: Callable[[CrmProvider], None], config: Mapping[str, str]) -> None:
     """Register CRM providers by calling ``register(provider_instance)`` once per provider.
+
+    ``config`` is the configuration the host hands its plugins: a read-only mapping of setting names to
+    values — the environment crm_hub started with, plus what a sandbox points the provider at. Read your
+    settings from it (``MySettings.from_env(config)``), never from ``os.environ``.
 
     Called once, when the plugin host first needs providers; every implementation is called.
     Two providers with the same ``name`` are a configuration error naming both plugins.
@@ -36,10 +40,12 @@ def register_providers(register: Callable[[CrmProvider], None]) -> None:
 
 
 @hookspec
-def register_notifiers(register: Callable[[Notifier], None]) -> None:
+def register_notifiers(register: Callable[[Notifier], None], config: Mapping[str, str]) -> None:
     """Register notifiers by calling ``register(notifier_instance)``; each is told of sync results and
     integration errors (``Notifier.notify``), in the background: a slow or failing notifier never fails or
     delays a sync.
+
+    ``config`` is the host's configuration, as for ``register_providers``.
 
     Called once, when the plugin host first needs notifiers; every implementation is called.
     """

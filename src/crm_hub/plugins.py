@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeVar
 
 import pluggy
@@ -83,8 +85,12 @@ class PluginHost:
         load_entry_points: bool = True,
         load_default_plugins: bool = True,
         allowlist: Collection[str] | None = None,
+        config: Mapping[str, str] | None = None,
     ) -> None:
+        """``config`` is what plugins are configured from (``register_providers(register, config)``): by
+        default the process environment as it is now, copied once — later changes to it are not seen."""
         self.manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self._config: dict[str, str] = dict(os.environ if config is None else config)
         self.manager.add_hookspecs(hookspecs)
         self._load_entry_points = load_entry_points
         self._allowlist = None if allowlist is None else frozenset(allowlist)
@@ -95,6 +101,18 @@ class PluginHost:
         if load_default_plugins:
             for name in DEFAULT_PLUGINS:
                 self.register(importlib.import_module(name), name=name, distribution="crm-hub", version=__version__)
+
+    @property
+    def config(self) -> Mapping[str, str]:
+        """The configuration plugins are handed, read-only."""
+        return MappingProxyType(self._config)
+
+    def add_config(self, values: Mapping[str, str]) -> None:
+        """Add to the plugins' configuration before any provider is made (a sandbox points its provider at
+        its fake this way). Too late once providers exist: they were configured already."""
+        if self._registry is not None or self._notifiers is not None:
+            raise ConfigurationError("Plugin configuration can only be added before providers are made.")
+        self._config.update(values)
 
     def register(self, plugin: object, *, name: str, distribution: str = "", version: str = "") -> None:
         """Register an in-process plugin (tests use this for throwaway providers)."""
@@ -207,7 +225,7 @@ class PluginHost:
                 items[name] = item
                 origins[name] = plugin
 
-            arguments = {"register": register}
+            arguments = {"register": register, "config": self.config}
             implementation.function(**{name: arguments[name] for name in implementation.argnames})
         return items, origins
 

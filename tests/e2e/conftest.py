@@ -18,7 +18,9 @@ from crm_hub_salesforce import SalesforceProvider, SalesforceSettings
 from crm_hub_salesforce.fake import FakeSalesforce
 
 from crm_hub.application import Application
+from crm_hub.auth import Principal, Role
 from crm_hub.config import Settings
+from crm_hub.core.caller import Caller
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.default_plugins.slack import SlackNotifier
 from crm_hub.hookspecs import hookimpl
@@ -79,8 +81,14 @@ class World:
     team: str = field(default_factory=lambda: f"team-{uuid.uuid4().hex[:10]}")
     #: Seconds the retry policy would have slept (tests don't wait).
     waits: list[float] = field(default_factory=list)
-    #: Texts posted to Slack.
-    slack: list[str] = field(default_factory=list)
+    #: Texts posted to Slack by this application, about any team.
+    posted: list[str] = field(default_factory=list)
+
+    @property
+    def slack(self) -> list[str]:
+        """What Slack was told about this world's team. Workers sharing the test database resume any team's
+        unfinished jobs, so another test's leftovers may be posted here too; they are not this test's."""
+        return [text for text in self.posted if f"team `{self.team}`" in text]
 
     def auth(self, role: str = "admin", team: str | None = None) -> Metadata:
         return bearer(team or self.team, role)
@@ -152,10 +160,21 @@ async def running(provider: CrmProvider, fake: Any, database_url: str, data_dir:
     await application.start_background(worker=True)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield World(application, channel, fake, provider.name, waits=waits, slack=slack)
+            world = World(application, channel, fake, provider.name, waits=waits, posted=slack)
+            yield world
+            await cancel_unfinished_jobs(world)
     finally:
         await server.stop(None)
         await application.aclose()
+
+
+async def cancel_unfinished_jobs(world: World) -> None:
+    """Leave no job of this test's team queued or running: any worker on the test database resumes unfinished
+    jobs (as it should), and another test's worker would run this one's against that test's fake CRM."""
+    caller = Caller(Principal(subject="teardown", team_id=world.team, role=Role.ADMIN), request_id="teardown")
+    for job in (await world.application.jobs.list(caller, page_size=500)).jobs:
+        if not job.finished:
+            await world.application.jobs.cancel(caller, job.id)
 
 
 @pytest.fixture

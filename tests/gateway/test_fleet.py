@@ -337,8 +337,12 @@ async def test_a_fleet_syncs_every_lead_once_to_each_crm_through_a_killed_worker
             assert len(api_calls) / LEADS <= MAX_CALLS_PER_LEAD, (
                 f"{kind}: {len(api_calls)} CRM calls for {LEADS} leads in {len(kind_jobs)} jobs"
             )
+            # Counted when granted: a worker on the shared test database may also try a leftover job of another
+            # test's team here, whose refresh this fake refuses.
             refreshes = [
-                call for call in crm.fake.calls_to(TOKEN_PATHS[kind]) if call.body.get("grant_type") == "refresh_token"
+                call
+                for call in crm.fake.calls_to(TOKEN_PATHS[kind])
+                if call.body.get("grant_type") == "refresh_token" and call.status == 200
             ]
             assert len(refreshes) == 1, f"{kind}: one refresh for the whole fleet, not {len(refreshes)}"
             assert status["integrations"][kind]["connected"] is True

@@ -8,7 +8,7 @@ itself (which is a credential) in any log line.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import httpx
@@ -42,8 +42,9 @@ class SlackNotifier(Notifier):
         return f"SlackNotifier(configured={self.configured})"
 
     @classmethod
-    def from_env(cls) -> SlackNotifier:
-        return cls(os.environ.get("SLACK_WEBHOOK_URL", "").strip() or None)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SlackNotifier:
+        env = os.environ if environ is None else environ
+        return cls(env.get("SLACK_WEBHOOK_URL", "").strip() or None)
 
     @property
     def configured(self) -> bool:
@@ -75,5 +76,5 @@ def render(notification: Notification) -> str:
 
 
 @hookimpl
-def register_notifiers(register: Callable[[Notifier], None]) -> None:
-    register(SlackNotifier.from_env())
+def register_notifiers(register: Callable[[Notifier], None], config: Mapping[str, str]) -> None:
+    register(SlackNotifier.from_env(config))

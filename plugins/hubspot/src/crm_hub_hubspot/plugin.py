@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from crm_hub.hookspecs import hookimpl
 from crm_hub.providers import CrmProvider
@@ -15,9 +15,9 @@ __all__ = ["register_providers", "register_sandboxes"]
 
 
 @hookimpl
-def register_providers(register: Callable[[CrmProvider], None]) -> None:
+def register_providers(register: Callable[[CrmProvider], None], config: Mapping[str, str]) -> None:
     """Register HubSpot, configured from ``HUBSPOT_*``; if some are missing it says so in status and on connect."""
-    register(HubSpotProvider.from_env())
+    register(HubSpotProvider.from_env(config))
 
 
 @hookimpl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,7 +15,15 @@ import pytest_asyncio
 
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.sync import DUPLICATE_POLICIES, ContactWriter
-from crm_hub.errors import AlreadyExists, AuthExpired, ProviderError, RateLimited, Rejected, Unavailable
+from crm_hub.errors import (
+    AlreadyExists,
+    AuthExpired,
+    ProviderError,
+    RateLimited,
+    RefreshRejected,
+    Rejected,
+    Unavailable,
+)
 from crm_hub.providers import DUPLICATE_CONTACT, FIELD_TYPES, ContactInput, ContactUpdate, CrmProvider, TokenSet
 from crm_hub.providers.http import pkce_challenge, pkce_verifier
 
@@ -135,6 +144,32 @@ class ProviderConformance:
         for expiry in (tokens.expires_at, refreshed.expires_at):
             assert expiry is None or expiry.utcoffset() is not None, "expires_at is timezone-aware (or None)"
 
+    async def test_api_calls_work_with_refreshed_tokens(self, connected: tuple[ConformanceHarness, TokenSet]) -> None:
+        # A provider that keeps per-account details in the tokens (an API host, an account id) must keep them
+        # through a refresh: the core only ever calls with the tokens the last refresh returned.
+        harness, tokens = connected
+        refreshed = await harness.provider.refresh(tokens)
+        # The core keeps the refresh token it has when a refresh returns none.
+        merged = refreshed if refreshed.refresh_token else replace(refreshed, refresh_token=tokens.refresh_token)
+        assert await harness.provider.list_fields(merged), "fields are listed with the refreshed tokens"
+        email = _email()
+        [created] = await harness.provider.create_contacts(merged, [ContactInput(harness.valid_contact(email), email)])
+        assert created.ok, created.error
+        assert (await harness.provider.find_contacts_by_email(merged, [email]))[email] == [created.contact_id]
+
+    async def test_revoked_tokens_no_longer_refresh(self, connected: tuple[ConformanceHarness, TokenSet]) -> None:
+        harness, tokens = connected
+        provider = harness.provider
+        await provider.revoke(tokens)
+        await provider.revoke(tokens)  # revoking again is harmless: the tokens are gone either way
+        if type(provider).revoke is CrmProvider.revoke:
+            return  # the CRM has no revocation: disconnecting forgets the tokens, which is all there is to do
+        with pytest.raises(RefreshRejected):
+            await provider.refresh(tokens)
+
+    async def test_a_configured_provider_reports_no_configuration_problem(self, kit: ConformanceHarness) -> None:
+        assert kit.provider.configuration_problem() is None, "the harness's provider is fully configured"
+
     async def test_an_authorization_code_works_once(self, kit: ConformanceHarness) -> None:
         provider = kit.provider
         verifier, challenge = _pkce() if provider.capabilities.pkce else (None, None)
@@ -187,6 +222,15 @@ class ProviderConformance:
         [created] = await harness.provider.create_contacts(tokens, [ContactInput(harness.valid_contact(email), email)])
         found = await harness.provider.find_contacts_by_email(tokens, [email.upper()])
         assert found == {email: [created.contact_id]}, "results are keyed by the lowercased email"
+
+    async def test_the_same_email_twice_in_one_lookup_is_answered_once(
+        self, connected: tuple[ConformanceHarness, TokenSet]
+    ) -> None:
+        harness, tokens = connected
+        email = _email()
+        [created] = await harness.provider.create_contacts(tokens, [ContactInput(harness.valid_contact(email), email)])
+        found = await harness.provider.find_contacts_by_email(tokens, [email, email.upper(), f" {email} "])
+        assert found == {email: [created.contact_id]}, "one key per email, each contact listed once"
 
     async def test_more_records_than_one_batch_holds_are_all_written_in_order(
         self, connected: tuple[ConformanceHarness, TokenSet]

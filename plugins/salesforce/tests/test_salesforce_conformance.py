@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
-from crm_hub.providers import CrmProvider
+from crm_hub.errors import AuthExpired
+from crm_hub.providers import CrmProvider, TokenSet
+from crm_hub.providers.http import pkce_challenge
 from crm_hub.testing import ConformanceHarness, FailureKind, ProviderConformance, follow_consent
 from salesforce_support import CLIENT_ID, CLIENT_SECRET, LOGIN_URL, REDIRECT_URL
 
@@ -63,3 +66,27 @@ class TestSalesforceConformance(ProviderConformance):
     @pytest.fixture
     def harness(self) -> ConformanceHarness:
         return SalesforceHarness()
+
+
+class ForgetfulSalesforceProvider(SalesforceProvider):
+    """A provider that drops the org's instance_url from refreshed tokens — the kit must catch it."""
+
+    async def refresh(self, tokens: TokenSet) -> TokenSet:
+        return replace(await super().refresh(tokens), instance_url=None)
+
+
+async def test_the_kit_fails_a_provider_that_loses_its_per_account_host_on_refresh() -> None:
+    harness = SalesforceHarness()
+    harness._provider = ForgetfulSalesforceProvider(
+        settings=harness._provider.settings, transport=httpx.ASGITransport(harness.fake.app), timeout=5
+    )
+    kit = TestSalesforceConformance()
+    provider = harness.provider
+    try:
+        verifier = "v" * 64
+        code = await harness.consent(provider.authorization_url(state="s", code_challenge=pkce_challenge(verifier)))
+        tokens = await provider.exchange_code(code=code, code_verifier=verifier)
+        with pytest.raises(AuthExpired):
+            await kit.test_api_calls_work_with_refreshed_tokens((harness, tokens))
+    finally:
+        await harness.aclose()

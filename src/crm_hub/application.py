@@ -79,7 +79,7 @@ class Application:
         fields = FieldCatalog(database, plugins, credentials, retry=retry)
         budgets = RateBudgets(database)
         sync = SyncEngine(database, plugins, credentials, fields, notifications, retry, budgets)
-        jobs = SyncJobs(database, plugins, sync, notifications, budgets=budgets)
+        jobs = SyncJobs(database, plugins, sync, notifications, budgets=budgets, queue_name=settings.queue_name)
         if database.dialect_name == "sqlite":
             jobs.queue = InProcessQueue(jobs.run_batch)
         else:

@@ -1,4 +1,6 @@
-"""Settings, read once from the environment. Every variable is listed in the README's configuration table."""
+"""Settings, read once from the environment by pydantic: each field names its variable (the README's
+configuration table lists them all), its type and its checks; a wrong value stops the start with a
+``ConfigurationError`` naming the variable. Blank values count as unset."""
 
 from __future__ import annotations
 
@@ -6,138 +8,168 @@ import ipaddress
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
 
 from crm_hub.errors import ConfigurationError
 
-__all__ = ["DEFAULT_GRPC_ADDRESS", "Settings", "check_listener_security"]
+__all__ = ["DEFAULT_GRPC_ADDRESS", "Settings", "check_listener_security", "invalid_setting", "variable", "variables_in"]
 
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
-
-
-def _optional(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name, "").strip()
-    return value or None
-
-
-def _path(environ: Mapping[str, str], name: str) -> Path | None:
-    value = _optional(environ, name)
-    return Path(value) if value else None
-
-
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-_N = TypeVar("_N", int, float)
 
 
-def _number(environ: Mapping[str, str], name: str, default: _N, kind: type[_N]) -> _N:
-    value = _optional(environ, name)
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        number = kind(0)
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
-    return number
+def variable(name: str, default: Any, *, secret: bool = False) -> Any:
+    """A setting read from the environment variable ``name`` (``default`` when it is unset or blank); a
+    ``secret`` one is left out of ``repr``."""
+    return Field(default, validation_alias=name, repr=not secret)
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if value not in _TRUE + _FALSE:
-        raise ConfigurationError(f"{name} must be true or false, not {value!r}")
-    return value in _TRUE
+def variables_in(fields: Mapping[str, FieldInfo], environ: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables of ``fields`` that ``environ`` (the process environment by default) sets, by name."""
+    env = os.environ if environ is None else environ
+    names = (str(field.validation_alias) for field in fields.values() if field.validation_alias)
+    return {name: env[name] for name in names if name in env}
 
 
-@dataclass(frozen=True)
+def invalid_setting(error: ValidationError) -> ConfigurationError:
+    """A type pydantic refused before our own checks ran, as the error that names the variable."""
+    first = error.errors()[0]
+    return ConfigurationError(f"{first['loc'][0]} is not valid: {first['msg']}")
+
+
+@dataclass(frozen=True, config=ConfigDict(validate_by_name=True, validate_by_alias=True))
 class Settings:
     """Service settings. Secret values are kept out of ``repr`` so a logged Settings leaks nothing."""
 
-    environment: str = "development"
-    grpc_address: str = DEFAULT_GRPC_ADDRESS
-    data_dir: Path = Path("var")
-    database_url: str | None = field(default=None, repr=False)  # may embed a password
-    secret_vault_key: str | None = field(default=None, repr=False)
-    secret_vault_previous_keys: str | None = field(default=None, repr=False)
-    jwt_secret: str | None = field(default=None, repr=False)
-    jwt_public_key: str | None = field(default=None, repr=False)
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    plugins: tuple[str, ...] | None = None
-    log_level: str = "INFO"
-    log_format: str = "json"
+    environment: str = variable("CRM_HUB_ENV", "development")
+    grpc_address: str = variable("CRM_HUB_GRPC_ADDRESS", DEFAULT_GRPC_ADDRESS)
+    data_dir: Path = variable("CRM_HUB_DATA_DIR", Path("var"))
+    database_url: str | None = variable("DATABASE_URL", None, secret=True)  # may embed a password
+    secret_vault_key: str | None = variable("SECRET_VAULT_KEY", None, secret=True)
+    secret_vault_previous_keys: str | None = variable("SECRET_VAULT_PREVIOUS_KEYS", None, secret=True)
+    jwt_secret: str | None = variable("JWT_SECRET", None, secret=True)
+    jwt_public_key: str | None = variable("JWT_PUBLIC_KEY", None, secret=True)
+    jwt_issuer: str | None = variable("JWT_ISSUER", None)
+    jwt_audience: str | None = variable("JWT_AUDIENCE", None)
+    #: The plugins to load (distribution or entry point names); None loads every installed one, () none.
+    plugins: tuple[str, ...] | None = variable("CRM_HUB_PLUGINS", None)
+    log_level: str = variable("CRM_HUB_LOG_LEVEL", "INFO")
+    log_format: str = variable("CRM_HUB_LOG_FORMAT", "json")
     #: Library loggers (database drivers, HTTP clients) follow ``log_level`` only when this is set: at DEBUG
     #: they print SQL parameters and request bodies, i.e. lead data. Off, they never log below WARNING.
-    log_personal_data: bool = False
+    log_personal_data: bool = variable("CRM_HUB_LOG_PERSONAL_DATA", False)
     #: PEM certificate chain and key: the gRPC server then listens with TLS only.
-    grpc_tls_cert: Path | None = None
-    grpc_tls_key: Path | None = None
+    grpc_tls_cert: Path | None = variable("CRM_HUB_GRPC_TLS_CERT", None)
+    grpc_tls_key: Path | None = variable("CRM_HUB_GRPC_TLS_KEY", None)
     #: PEM bundle of the CAs whose client certificates are accepted: mutual TLS, a certificate required.
-    grpc_tls_client_ca: Path | None = None
+    grpc_tls_client_ca: Path | None = variable("CRM_HUB_GRPC_TLS_CLIENT_CA", None)
     #: The operator says a TLS-terminating proxy sits in front: production may then listen in plaintext
     #: on an address other than loopback.
-    behind_tls_proxy: bool = False
+    behind_tls_proxy: bool = variable("CRM_HUB_BEHIND_TLS_PROXY", False)
     #: The job library's queue (PostgreSQL): replicas defer to it, workers run it. One per deployment.
-    queue_name: str = "crm_hub"
+    queue_name: str = variable("CRM_HUB_QUEUE", "crm_hub")
     #: Batches one worker runs at once (each for a different CRM account).
-    worker_concurrency: int = 8
+    worker_concurrency: int = variable("CRM_HUB_WORKER_CONCURRENCY", 8)
     #: How often a worker says it is alive; one silent three times as long counts as gone and its batch reruns.
-    worker_heartbeat_seconds: float = 10.0
+    worker_heartbeat_seconds: float = variable("CRM_HUB_WORKER_HEARTBEAT_SECONDS", 10.0)
 
     @property
     def production(self) -> bool:
         return self.environment == "production"
 
+    def __str__(self) -> str:
+        return repr(self)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        environment = (_optional(env, "CRM_HUB_ENV") or "development").lower()
-        if environment not in ("development", "production"):
-            raise ConfigurationError(f"CRM_HUB_ENV must be 'development' or 'production', not {environment!r}")
-        plugins_value = env.get("CRM_HUB_PLUGINS")
-        plugins = (
-            None if plugins_value is None else tuple(name.strip() for name in plugins_value.split(",") if name.strip())
-        )
-        log_level = (_optional(env, "CRM_HUB_LOG_LEVEL") or "INFO").upper()
-        if log_level not in logging.getLevelNamesMapping():
+        """The settings in ``environ`` (the process environment by default); other variables are ignored."""
+        try:
+            return _FROM_ENVIRONMENT.validate_python(variables_in(_FIELDS, environ))
+        except ValidationError as error:
+            raise invalid_setting(error) from None
+
+    # -- checks, for values from the environment and from code alike ---------------------------------
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if value or info.field_name == "plugins":  # CRM_HUB_PLUGINS="" means: load none
+            return value
+        return _FIELDS[str(info.field_name)].default
+
+    @field_validator("environment", mode="after")
+    @classmethod
+    def _known_environment(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("development", "production"):
+            raise ConfigurationError(f"CRM_HUB_ENV must be 'development' or 'production', not {value!r}")
+        return value
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _plugin_list(cls, value: Any) -> Any:
+        return tuple(name.strip() for name in value.split(",") if name.strip()) if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="after")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in logging.getLevelNamesMapping():
             raise ConfigurationError(
-                f"CRM_HUB_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {log_level!r}"
+                f"CRM_HUB_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not {value!r}"
             )
-        log_format = (_optional(env, "CRM_HUB_LOG_FORMAT") or "json").lower()
-        if log_format not in ("json", "text"):
-            raise ConfigurationError(f"CRM_HUB_LOG_FORMAT must be 'json' or 'text', not {log_format!r}")
-        cert, key, client_ca = (
-            _path(env, name) for name in ("CRM_HUB_GRPC_TLS_CERT", "CRM_HUB_GRPC_TLS_KEY", "CRM_HUB_GRPC_TLS_CLIENT_CA")
-        )
-        if (cert is None) != (key is None):
+        return value
+
+    @field_validator("log_format", mode="after")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("json", "text"):
+            raise ConfigurationError(f"CRM_HUB_LOG_FORMAT must be 'json' or 'text', not {value!r}")
+        return value
+
+    @field_validator("log_personal_data", "behind_tls_proxy", mode="before")
+    @classmethod
+    def _flag(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.lower() not in _TRUE + _FALSE:
+            raise ConfigurationError(f"{_VARIABLES[str(info.field_name)]} must be true or false, not {value!r}")
+        return value.lower() in _TRUE
+
+    @field_validator("worker_concurrency", "worker_heartbeat_seconds", mode="before")
+    @classmethod
+    def _positive(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = int if info.field_name == "worker_concurrency" else float
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            number = 0
+        if number <= 0:
+            raise ConfigurationError(f"{_VARIABLES[str(info.field_name)]} must be a positive number, not {value!r}")
+        return number
+
+    @model_validator(mode="after")
+    def _tls_in_pairs(self) -> Settings:
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
             raise ConfigurationError("Set both CRM_HUB_GRPC_TLS_CERT and CRM_HUB_GRPC_TLS_KEY, or neither.")
-        if client_ca is not None and cert is None:
+        if self.grpc_tls_client_ca is not None and self.grpc_tls_cert is None:
             raise ConfigurationError("CRM_HUB_GRPC_TLS_CLIENT_CA needs CRM_HUB_GRPC_TLS_CERT and CRM_HUB_GRPC_TLS_KEY.")
-        return cls(
-            environment=environment,
-            grpc_address=_optional(env, "CRM_HUB_GRPC_ADDRESS") or DEFAULT_GRPC_ADDRESS,
-            data_dir=Path(_optional(env, "CRM_HUB_DATA_DIR") or "var"),
-            database_url=_optional(env, "DATABASE_URL"),
-            secret_vault_key=_optional(env, "SECRET_VAULT_KEY"),
-            secret_vault_previous_keys=_optional(env, "SECRET_VAULT_PREVIOUS_KEYS"),
-            jwt_secret=_optional(env, "JWT_SECRET"),
-            jwt_public_key=_optional(env, "JWT_PUBLIC_KEY"),
-            jwt_issuer=_optional(env, "JWT_ISSUER"),
-            jwt_audience=_optional(env, "JWT_AUDIENCE"),
-            plugins=plugins,
-            log_level=log_level,
-            log_format=log_format,
-            log_personal_data=_flag(env, "CRM_HUB_LOG_PERSONAL_DATA"),
-            grpc_tls_cert=cert,
-            grpc_tls_key=key,
-            grpc_tls_client_ca=client_ca,
-            behind_tls_proxy=_flag(env, "CRM_HUB_BEHIND_TLS_PROXY"),
-            queue_name=_optional(env, "CRM_HUB_QUEUE") or "crm_hub",
-            worker_concurrency=_number(env, "CRM_HUB_WORKER_CONCURRENCY", 8, int),
-            worker_heartbeat_seconds=_number(env, "CRM_HUB_WORKER_HEARTBEAT_SECONDS", 10.0, float),
-        )
+        return self
+
+
+_FIELDS: dict[str, FieldInfo] = Settings.__pydantic_fields__  # type: ignore[attr-defined]  # made by pydantic
+#: Each setting's environment variable, by field name.
+_VARIABLES: dict[str, str] = {name: str(field.validation_alias) for name, field in _FIELDS.items()}
+_FROM_ENVIRONMENT = TypeAdapter(Settings)
 
 
 def check_listener_security(settings: Settings, address: str, *, tls: bool, tls_settings: str) -> None:

@@ -33,10 +33,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import descriptor_pb2
+from pydantic import ConfigDict, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic.fields import FieldInfo
 
-from crm_hub.config import DEFAULT_GRPC_ADDRESS
+from crm_hub.config import DEFAULT_GRPC_ADDRESS, invalid_setting, variable, variables_in
 from crm_hub.errors import ConfigurationError
 from crm_hub.gateway.descriptors import descriptor_set_path, load_descriptor_set
 from crm_hub.gateway.http_rules import http_bindings, path_template_segments, service_names
@@ -120,26 +124,54 @@ _DEFAULT_HTTP = parse_address(DEFAULT_HTTP_ADDRESS, setting="CRM_HUB_HTTP_ADDRES
 _DEFAULT_UPSTREAM = parse_address(DEFAULT_GRPC_ADDRESS, setting="CRM_HUB_GRPC_ADDRESS")
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(validate_by_name=True, validate_by_alias=True))
 class GatewaySettings:
     """Where Envoy listens, which gRPC replicas it balances over, and the TLS of both sides."""
 
-    http_address: HostPort = _DEFAULT_HTTP
-    upstreams: tuple[HostPort, ...] = (_DEFAULT_UPSTREAM,)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    http_address: HostPort = variable("CRM_HUB_HTTP_ADDRESS", _DEFAULT_HTTP)
+    #: The replicas (``CRM_HUB_GRPC_UPSTREAMS``; by default the one at ``CRM_HUB_GRPC_ADDRESS``).
+    upstreams: tuple[HostPort, ...] = variable("CRM_HUB_GRPC_UPSTREAMS", (_DEFAULT_UPSTREAM,))
+    tls_cert: Path | None = variable("CRM_HUB_TLS_CERT", None)
+    tls_key: Path | None = variable("CRM_HUB_TLS_KEY", None)
     #: CA bundle that verifies the replicas; set, Envoy talks TLS to them.
-    upstream_tls_ca: Path | None = None
+    upstream_tls_ca: Path | None = variable("CRM_HUB_GRPC_UPSTREAM_TLS_CA", None)
     #: Client certificate and key Envoy shows the replicas (mutual TLS).
-    upstream_tls_cert: Path | None = None
-    upstream_tls_key: Path | None = None
-    admin_port: int = 0
+    upstream_tls_cert: Path | None = variable("CRM_HUB_GRPC_UPSTREAM_TLS_CERT", None)
+    upstream_tls_key: Path | None = variable("CRM_HUB_GRPC_UPSTREAM_TLS_KEY", None)
+    admin_port: int = variable("CRM_HUB_ENVOY_ADMIN_PORT", 0)
     #: Seconds between active gRPC health checks of each replica.
     health_check_interval: float = 2.0
     #: Seconds a client has to send its whole request (REQUEST_TIMEOUT_SECONDS; tests shorten it).
     request_timeout: float = REQUEST_TIMEOUT_SECONDS
 
-    def __post_init__(self) -> None:
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return _GATEWAY_FIELDS[str(info.field_name)].default
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("http_address", mode="before")
+    @classmethod
+    def _listener(cls, value: Any) -> Any:
+        return parse_address(value, setting="CRM_HUB_HTTP_ADDRESS") if isinstance(value, str) else value
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return tuple(parse_address(item, setting="CRM_HUB_GRPC_UPSTREAMS") for item in value.split(",") if item.strip())
+
+    @field_validator("admin_port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.isdigit():
+            raise ConfigurationError(f"CRM_HUB_ENVOY_ADMIN_PORT must be a port number, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewaySettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigurationError("Set both CRM_HUB_TLS_CERT and CRM_HUB_TLS_KEY, or neither.")
         if (self.upstream_tls_cert is None) != (self.upstream_tls_key is None):
@@ -162,6 +194,7 @@ class GatewaySettings:
             )
         if not 0 <= self.admin_port <= 65535:
             raise ConfigurationError(f"CRM_HUB_ENVOY_ADMIN_PORT must be a port number, not {self.admin_port}")
+        return self
 
     @property
     def tls(self) -> bool:
@@ -178,42 +211,17 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+        """The gateway's settings in ``environ`` (the process environment by default)."""
         env = os.environ if environ is None else environ
-
-        def value(name: str) -> str | None:
-            return env.get(name, "").strip() or None
-
-        upstreams_text = value("CRM_HUB_GRPC_UPSTREAMS")
-        if upstreams_text is not None:
-            upstreams = tuple(
-                parse_address(item, setting="CRM_HUB_GRPC_UPSTREAMS")
-                for item in upstreams_text.split(",")
-                if item.strip()
-            )
-        else:
-            upstreams = (
-                parse_address(value("CRM_HUB_GRPC_ADDRESS") or DEFAULT_GRPC_ADDRESS, setting="CRM_HUB_GRPC_ADDRESS"),
-            )
-        admin_port_text = value("CRM_HUB_ENVOY_ADMIN_PORT") or "0"
-        if not admin_port_text.isdigit():
-            raise ConfigurationError(f"CRM_HUB_ENVOY_ADMIN_PORT must be a port number, not {admin_port_text!r}")
-
-        def path(name: str) -> Path | None:
-            text = value(name)
-            return Path(text) if text else None
-
-        return cls(
-            http_address=parse_address(
-                value("CRM_HUB_HTTP_ADDRESS") or DEFAULT_HTTP_ADDRESS, setting="CRM_HUB_HTTP_ADDRESS"
-            ),
-            upstreams=upstreams,
-            tls_cert=path("CRM_HUB_TLS_CERT"),
-            tls_key=path("CRM_HUB_TLS_KEY"),
-            upstream_tls_ca=path("CRM_HUB_GRPC_UPSTREAM_TLS_CA"),
-            upstream_tls_cert=path("CRM_HUB_GRPC_UPSTREAM_TLS_CERT"),
-            upstream_tls_key=path("CRM_HUB_GRPC_UPSTREAM_TLS_KEY"),
-            admin_port=int(admin_port_text),
-        )
+        values = variables_in(_GATEWAY_FIELDS, env)
+        if not values.get("CRM_HUB_GRPC_UPSTREAMS", "").strip():
+            # One replica by default: the one this machine's crm-hub serve listens on.
+            address = env.get("CRM_HUB_GRPC_ADDRESS", "").strip() or DEFAULT_GRPC_ADDRESS
+            values["CRM_HUB_GRPC_UPSTREAMS"] = (parse_address(address, setting="CRM_HUB_GRPC_ADDRESS"),)  # type: ignore[assignment]
+        try:
+            return _GATEWAY_FROM_ENVIRONMENT.validate_python(values)
+        except ValidationError as error:
+            raise invalid_setting(error) from None
 
     def with_upstreams(self, upstreams: Sequence[str | HostPort]) -> GatewaySettings:
         """A copy balancing over ``upstreams`` instead."""
@@ -221,6 +229,10 @@ class GatewaySettings:
             item if isinstance(item, HostPort) else parse_address(item, setting="upstream") for item in upstreams
         )
         return dataclasses.replace(self, upstreams=parsed)
+
+
+_GATEWAY_FIELDS: dict[str, FieldInfo] = GatewaySettings.__pydantic_fields__  # type: ignore[attr-defined]
+_GATEWAY_FROM_ENVIRONMENT = TypeAdapter(GatewaySettings)
 
 
 def template_path() -> Path:
@@ -238,8 +250,8 @@ def path_variables(files: descriptor_pb2.FileDescriptorSet) -> list[str]:
     for binding in http_bindings(files):
         request = messages.get(binding.input_type)
         json_names = {f.name: f.json_name for f in request.field} if request is not None else {}
-        for variable in binding.path_variables:
-            top = variable.split(".")[0]
+        for path_variable in binding.path_variables:
+            top = path_variable.split(".")[0]
             names.update((top, json_names.get(top, top)))
     return sorted(names)
 

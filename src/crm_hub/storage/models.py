@@ -295,6 +295,9 @@ class SyncJob(Base):
     error: Mapped[str | None]
     cancel_requested_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created_at()
+    #: The job library's queue it was started on (CRM_HUB_QUEUE): only that deployment's workers resume it.
+    #: None for jobs older than the column, which any worker may resume.
+    queue: Mapped[str | None]
     #: When a lead last joined the job while it was gathering (automatic jobs only).
     gathered_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

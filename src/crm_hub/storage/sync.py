@@ -421,6 +421,7 @@ _JOB_COLUMNS = (
     "actor",
     "request_id",
     "created_at",
+    "queue",
 )
 
 
@@ -656,11 +657,13 @@ class JobRepository:
         result = await self._session.execute(statement.values(**changes))
         return bool(cast(Any, result).rowcount)
 
-    async def unfinished(self, limit: int = 1000) -> builtins.list[SyncJob]:
-        """ADMIN ONLY, for recovery across teams: jobs queued or running, oldest first."""
-        statement = (
-            select(SyncJob).where(SyncJob.state.in_(("queued", "running"))).order_by(SyncJob.created_at).limit(limit)
-        )
+    async def unfinished(self, limit: int = 1000, *, queue: str | None = None) -> builtins.list[SyncJob]:
+        """ADMIN ONLY, for recovery across teams: jobs queued or running, oldest first — with ``queue``, those
+        started on that queue (or before jobs named theirs)."""
+        statement = select(SyncJob).where(SyncJob.state.in_(("queued", "running")))
+        if queue is not None:
+            statement = statement.where(or_(SyncJob.queue == queue, SyncJob.queue.is_(None)))
+        statement = statement.order_by(SyncJob.created_at).limit(limit)
         return builtins.list(await self._session.scalars(statement))
 
 

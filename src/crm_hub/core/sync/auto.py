@@ -170,6 +170,7 @@ class AutoSync:
                 actor=AUTOMATIC_ACTOR,
                 request_id="automatic-sync",
                 created_at=utcnow(),
+                queue=self._jobs.queue_name,
             )
         )
         await jobs.add_leads(job, lead_ids)

@@ -219,8 +219,11 @@ class SyncJobs:
         queue: JobQueue | None = None,
         budgets: RateBudgets | None = None,
         batch_leads: int = BATCH_LEADS,
+        queue_name: str | None = None,
     ) -> None:
         self.batch_leads = batch_leads
+        #: The job library's queue this deployment's jobs go to (CRM_HUB_QUEUE), recorded on each job.
+        self.queue_name = queue_name
         self._database = database
         self._budgets = budgets or RateBudgets(database)
         self._plugins = plugins
@@ -278,6 +281,7 @@ class SyncJobs:
                     actor=caller.actor,
                     request_id=caller.request_id,
                     created_at=utcnow(),
+                    queue=self.queue_name,
                 )
             )
             job.total = await jobs.select_leads(job, lead_ids=lead_ids, mapping_fingerprint=fingerprint(mapping))
@@ -362,7 +366,7 @@ class SyncJobs:
     async def unfinished_batches(self) -> builtins.list[QueuedBatch]:
         """A batch for every job that is queued or running (the job library dedups those already waiting)."""
         async with self._database.session() as session:
-            unfinished = await JobRepository(session).unfinished()
+            unfinished = await JobRepository(session).unfinished(queue=self.queue_name)
         return [QueuedBatch(job.id, job.team_id, job.provider) for job in unfinished]
 
     async def recover(self) -> int:

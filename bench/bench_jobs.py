@@ -38,9 +38,8 @@ from bench.harness import (
     median,
 )
 from crm_hub.application import Application
-from crm_hub.auth import Principal, Role
 from crm_hub.config import Settings
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.hookspecs import hookimpl
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider

@@ -1,4 +1,4 @@
-"""What crm_hub.vault costs: one PBKDF2 run, warm encrypt/decrypt, and a decrypt of a row with a cold salt.
+"""What crm_hub.storage.vault costs: one PBKDF2 run, warm encrypt/decrypt, and a decrypt of a row with a cold salt.
 
 Run with the project's virtualenv (crm_hub must be importable)::
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import cryptography
 
-from crm_hub import vault as vault_module
-from crm_hub.vault import DEFAULT_ITERATIONS, Vault
+from crm_hub.storage import vault as vault_module
+from crm_hub.storage.vault import DEFAULT_ITERATIONS, Vault
 
 SECRET = "bench-master-secret-" + "x" * 23
 TEAM = "team_0123456789"
@@ -85,7 +85,7 @@ def main() -> None:
     cold = statistics.median(cold_samples)
 
     print(
-        f"crm_hub.vault on Python {platform.python_version()}, cryptography {cryptography.__version__}, "
+        f"crm_hub.storage.vault on Python {platform.python_version()}, cryptography {cryptography.__version__}, "
         f"{platform.machine()}"
     )
     print(

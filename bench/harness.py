@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import httpx
 
-from crm_hub.auth import mint_token
+from crm_hub.rpc.auth import mint_token
 from crm_hub.v1 import (
     fields_pb2,
     fields_pb2_grpc,

@@ -89,6 +89,16 @@ def test_the_core_knows_no_grpc_or_protobuf() -> None:
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
+def test_the_core_imports_nothing_from_the_layers_above_it() -> None:
+    # The caller's identity is the core's own type; the JWT verifier (rpc) produces it, never the other way.
+    above = ("crm_hub.rpc", "crm_hub.gateway", "crm_hub.application", "crm_hub.cli", "jwt")
+    offenders = {
+        str(path.relative_to(SOURCE)): sorted(n for n in imports_of(path) if n.startswith(above))
+        for path in modules_under("core")
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
 def test_the_rpc_layer_has_no_sql_and_no_http() -> None:
     offenders = {
         path.name: sorted(

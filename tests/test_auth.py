@@ -1,4 +1,4 @@
-"""crm_hub.auth: bearer tokens become a Principal (team, role) only if signed, unexpired and meant for us."""
+"""crm_hub.rpc.auth: bearer tokens become a Principal (team, role) only if signed, unexpired and meant for us."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from crm_hub.auth import Principal, Role, TokenVerifier, mint_token
+from crm_hub.core.caller import Principal, Role
 from crm_hub.errors import ConfigurationError, PermissionDenied, Unauthenticated
+from crm_hub.rpc.auth import TokenVerifier, mint_token
 from crm_hub.rpc.errors import status_code_for
 
 SECRET = "auth-test-secret-at-least-32-bytes-long"

@@ -18,10 +18,11 @@ from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from crm_hub.auth import Role, TokenVerifier
 from crm_hub.cli import main
+from crm_hub.core.caller import Role
+from crm_hub.rpc.auth import TokenVerifier
 from crm_hub.storage import Credential, CredentialRepository, Database, TeamRepository, upgrade, utcnow
-from crm_hub.vault import Vault
+from crm_hub.storage.vault import Vault
 from tests.support.fake_distribution import FakeSite, fake_site_in
 from tests.support.fresh_database import fresh_database_url
 

@@ -14,7 +14,7 @@ import pytest
 from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
-from crm_hub.auth import Role
+from crm_hub.core.caller import Role
 from crm_hub.rpc.interceptors import METHOD_POLICY
 from crm_hub.v1 import fields_pb2, integrations_pb2, leads_pb2, status_pb2, sync_pb2
 

@@ -21,7 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crm_hub.auth import mint_token
+from crm_hub.rpc.auth import mint_token
 from crm_hub.v1 import status_pb2, status_pb2_grpc
 
 JWT_SECRET = "shutdown-test-jwt-secret-32-bytes-long"

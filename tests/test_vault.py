@@ -1,4 +1,4 @@
-"""crm_hub.vault: credentials sealed with AES-256-GCM, bound to team and provider, rotatable."""
+"""crm_hub.storage.vault: credentials sealed with AES-256-GCM, bound to team and provider, rotatable."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from crm_hub import vault as vault_module
 from crm_hub.errors import ConfigurationError, InvalidArgument, VaultError
-from crm_hub.vault import (
+from crm_hub.storage import vault as vault_module
+from crm_hub.storage.vault import (
     Vault,
     load_or_create_embedded_key,
     parse_previous_keys,
@@ -445,13 +445,13 @@ def test_production_without_secret_vault_key_refuses_to_start(tmp_path: Path, se
 def test_development_without_secret_vault_key_warns_and_reuses_the_stored_key(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="crm_hub.vault"):
+    with caplog.at_level(logging.WARNING, logger="crm_hub.storage.vault"):
         first = vault_from_settings(secret_vault_key=None, previous_keys=None, data_dir=tmp_path, production=False)
         envelope = first.encrypt(TOKENS, team_id=TEAM, provider=PROVIDER)
         restarted = vault_from_settings(secret_vault_key=None, previous_keys=None, data_dir=tmp_path, production=False)
 
     key = (tmp_path / "vault.key").read_text().strip()
-    warnings = [r for r in caplog.records if r.name == "crm_hub.vault" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "crm_hub.storage.vault" and r.levelno == logging.WARNING]
     assert len(warnings) == 2  # one per start
     assert "created" in warnings[0].getMessage()
     for warning in warnings:
@@ -466,7 +466,7 @@ def test_secret_vault_key_is_used_when_set_and_previous_keys_still_decrypt(
 ) -> None:
     old_row = Vault(OLD_KEY).encrypt(TOKENS, team_id=TEAM, provider=PROVIDER)  # production cost
 
-    with caplog.at_level(logging.DEBUG, logger="crm_hub.vault"):
+    with caplog.at_level(logging.DEBUG, logger="crm_hub.storage.vault"):
         vault = vault_from_settings(
             secret_vault_key=NEW_KEY, previous_keys=f"{OLD_KEY}, ", data_dir=tmp_path, production=True
         )

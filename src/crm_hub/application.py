@@ -7,7 +7,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from crm_hub.auth import TokenVerifier
 from crm_hub.config import Settings
 from crm_hub.core.budget import RateBudgets
 from crm_hub.core.connections import ConnectionService
@@ -23,9 +22,10 @@ from crm_hub.errors import ConfigurationError
 from crm_hub.notifications import NotificationDispatcher
 from crm_hub.plugins import PluginHost
 from crm_hub.queue import InProcessQueue, ProcrastinateQueue, WorkerOptions
-from crm_hub.secret_files import load_or_create_secret
+from crm_hub.rpc.auth import TokenVerifier
 from crm_hub.storage import Database, normalize_database_url
-from crm_hub.vault import Vault, vault_from_settings
+from crm_hub.storage.secret_files import load_or_create_secret
+from crm_hub.storage.vault import Vault, vault_from_settings
 
 __all__ = ["MIN_JWT_SECRET_BYTES", "Application", "jwt_secret_for"]
 

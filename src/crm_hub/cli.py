@@ -13,14 +13,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from crm_hub.application import Application, jwt_secret_for
-from crm_hub.auth import Role, mint_token
 from crm_hub.config import Settings, check_listener_security
+from crm_hub.core.caller import Role
 from crm_hub.errors import ConfigurationError, VaultError
 from crm_hub.log import configure_logging
 from crm_hub.plugins import PluginHost
 from crm_hub.queue import WorkerOptions
+from crm_hub.rpc.auth import mint_token
 from crm_hub.storage import CredentialRepository, Database, normalize_database_url, upgrade
-from crm_hub.vault import vault_from_settings
+from crm_hub.storage.vault import vault_from_settings
 
 if TYPE_CHECKING:
     from crm_hub.gateway import GatewaySettings

@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from crm_hub.application import Application
-from crm_hub.auth import Principal, Role
 from crm_hub.config import Settings
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.errors import RefreshRejected
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import TokenSet

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from crm_hub.application import Application
-from crm_hub.auth import Principal, Role
 from crm_hub.config import Settings
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, TokenSet
 from crm_hub.storage import Integration, IntegrationRepository, IntegrationStatus, TeamRepository

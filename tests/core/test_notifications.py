@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from crm_hub.application import Application
-from crm_hub.auth import Principal, Role
 from crm_hub.config import Settings
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.default_plugins.slack import SlackNotifier
 from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.plugins import PluginHost

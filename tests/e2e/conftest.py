@@ -18,9 +18,8 @@ from crm_hub_salesforce import SalesforceProvider, SalesforceSettings
 from crm_hub_salesforce.fake import FakeSalesforce
 
 from crm_hub.application import Application
-from crm_hub.auth import Principal, Role
 from crm_hub.config import Settings
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.default_plugins.slack import SlackNotifier
 from crm_hub.hookspecs import hookimpl

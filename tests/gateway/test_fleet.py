@@ -26,8 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from crm_hub.auth import mint_token
 from crm_hub.gateway import EnvoyGateway
+from crm_hub.rpc.auth import mint_token
 from crm_hub.testing import follow_consent
 from tests.e2e.test_server_crash import free_port
 from tests.e2e.test_worker_crash import Crm, crm_on_a_socket

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from crm_hub.auth import mint_token
+from crm_hub.rpc.auth import mint_token
 from tests.support.app import JWT_SECRET, VAULT_KEY
 
 MAPPINGS = {

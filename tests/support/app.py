@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_hub.auth import mint_token
+from crm_hub.rpc.auth import mint_token
 
 JWT_SECRET = "test-jwt-secret-that-is-long-enough"
 VAULT_KEY = "test-vault-key-that-is-long-enough"

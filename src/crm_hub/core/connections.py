@@ -29,7 +29,7 @@ from crm_hub.storage import (
     TimelineRepository,
     utcnow,
 )
-from crm_hub.vault import Vault
+from crm_hub.storage.vault import Vault
 
 __all__ = ["STATE_LIFETIME", "ConnectionService", "OAuthStart"]
 

@@ -27,10 +27,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from crm_hub.auth import Principal, Role, TokenVerifier
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.retry import retry_deadline
 from crm_hub.errors import CrmHubError, InvalidArgument, PermissionDenied, Unauthenticated
+from crm_hub.rpc.auth import TokenVerifier
 from crm_hub.rpc.errors import status_code_for, to_grpc_status
 
 __all__ = [

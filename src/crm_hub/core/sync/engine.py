@@ -22,9 +22,8 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from crm_hub.auth import Principal, Role
 from crm_hub.core.budget import BudgetMeter, RateBudgets
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
 from crm_hub.core.leads import LeadRecord, check_lead_id

@@ -24,9 +24,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_hub.auth import Principal, Role
 from crm_hub.core.budget import RateBudgets
-from crm_hub.core.caller import Caller
+from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.leads import LeadRecord, check_lead_id
 from crm_hub.core.sync.engine import (
     INTENT_STALE_SECONDS,

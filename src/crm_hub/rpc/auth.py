@@ -1,4 +1,4 @@
-"""Who is calling: JWT verification into a Principal, and minting development tokens.
+"""JWT verification into the caller's Principal (a core type), and minting development tokens.
 
 Tokens carry ``sub``, ``team_id`` and ``role`` (``admin`` or ``member``) and must carry ``exp``.
 HS256 with ``JWT_SECRET``, or RS256/ES256 with ``JWT_PUBLIC_KEY`` (PEM); ``JWT_ISSUER`` and
@@ -7,18 +7,17 @@ HS256 with ``JWT_SECRET``, or RS256/ES256 with ``JWT_PUBLIC_KEY`` (PEM); ``JWT_I
 
 from __future__ import annotations
 
-import enum
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from crm_hub.errors import ConfigurationError, PermissionDenied, Unauthenticated
+from crm_hub.core.caller import Principal, Role
+from crm_hub.errors import ConfigurationError, Unauthenticated
 
-__all__ = ["Principal", "Role", "TokenVerifier", "mint_token"]
+__all__ = ["TokenVerifier", "mint_token"]
 
 _REQUIRED_CLAIMS = ("exp", "sub", "team_id", "role")
 #: NumericDate claims (RFC 7519 §2): JSON numbers. PyJWT also takes numeric strings ("exp": "9999999999")
@@ -27,25 +26,6 @@ _TIME_CLAIMS = ("exp", "iat", "nbf")
 _MAX_TEAM_ID_LENGTH = 128
 #: Verified tokens remembered (until they expire), so a client's repeated calls skip the signature check.
 _VERIFIED_CACHE_SIZE = 4096
-
-
-class Role(enum.StrEnum):
-    ADMIN = "admin"
-    MEMBER = "member"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The verified caller: a user (``subject``) acting for one team with one role."""
-
-    subject: str
-    team_id: str
-    role: Role
-
-    def require(self, role: Role, action: str) -> None:
-        """Raise PermissionDenied unless this caller holds ``role`` (admin satisfies every role)."""
-        if role is Role.ADMIN and self.role is not Role.ADMIN:
-            raise PermissionDenied(f"Only a team admin may {action}; your role is '{self.role}'.")
 
 
 class TokenVerifier:

@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from crm_hub.errors import ConfigurationError, InvalidArgument, VaultError
-from crm_hub.secret_files import load_or_create_secret
+from crm_hub.storage.secret_files import load_or_create_secret
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -66,7 +66,7 @@ __all__ = [
     "vault_from_settings",
 ]
 
-_log = logging.getLogger("crm_hub.vault")
+_log = logging.getLogger("crm_hub.storage.vault")
 
 #: Version written into (and the only one accepted from) the envelope's ``"v"`` field.
 ENVELOPE_VERSION: Final = 1
@@ -329,7 +329,7 @@ def parse_previous_keys(value: str | None) -> list[str]:
 def load_or_create_embedded_key(data_dir: pathlib.Path) -> tuple[str, bool]:
     """Return ``(key, created)`` for the development key in ``data_dir / "vault.key"``.
 
-    See ``crm_hub.secret_files.load_or_create_secret``: owner-only, atomic, race-safe. Does not log:
+    See ``crm_hub.storage.secret_files.load_or_create_secret``: owner-only, atomic, race-safe. Does not log:
     the caller warns.
     """
     return load_or_create_secret(data_dir / _EMBEDDED_KEY_FILE)

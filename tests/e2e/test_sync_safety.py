@@ -257,3 +257,36 @@ async def test_a_contact_created_by_a_racing_sync_is_treated_by_the_policy_not_r
         assert (synced.action, synced.contact_id) == (action, racer)
         assert org.fake.contacts_with_email("race@example.com") == [racer]
         assert org.fake.contacts[racer]["Title"] == ("COO" if policy == "update" else None)
+
+
+UPSERTS = "/crm/v3/objects/contacts/batch/upsert"
+HUBSPOT_MAPPING = {"email": "email", "name": "firstname"}
+
+
+async def test_an_upsert_whose_answer_was_lost_is_recorded_created_not_updated(hubspot: World) -> None:
+    await with_mapping(hubspot, HUBSPOT_MAPPING)
+    lead_id = await hubspot.lead(email="upserted@example.com", name="Lost")
+    hubspot.fake.lose_answer_next(path=UPSERTS, status=502)  # applied, answer lost: the retry says "not new"
+
+    synced = await hubspot.sync.SyncLead(hubspot.sync_request(lead_id, "update"), metadata=hubspot.auth())
+
+    contact = hubspot.fake.contact_by_email("upserted@example.com")
+    assert contact is not None
+    assert (synced.action, synced.contact_id) == ("created", contact.id)
+    assert len(hubspot.fake.calls_to(UPSERTS)) == 2
+    timeline = await hubspot.leads.ListTimelineEvents(
+        leads_pb2.ListTimelineEventsRequest(lead_id=lead_id), metadata=hubspot.auth()
+    )
+    assert [event.action for event in timeline.events] == ["created"]
+
+
+async def test_an_upsert_onto_a_contact_that_was_there_before_is_recorded_updated(hubspot: World) -> None:
+    await with_mapping(hubspot, HUBSPOT_MAPPING)
+    existing = hubspot.fake.add_contact({"email": "before@example.com", "firstname": "Before"})
+    existing.created_at -= 3600  # made an hour ago, by someone else
+    lead_id = await hubspot.lead(email="before@example.com", name="After")
+    hubspot.fake.lose_answer_next(path=UPSERTS, status=502)
+
+    synced = await hubspot.sync.SyncLead(hubspot.sync_request(lead_id, "update"), metadata=hubspot.auth())
+
+    assert (synced.action, synced.contact_id) == ("updated", existing.id)

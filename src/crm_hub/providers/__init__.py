@@ -190,6 +190,10 @@ class WriteResult:
     contact_id: str | None = None
     created: bool = False
     error: ProviderError | None = None
+    #: When the CRM created the contact, if its answer says (timezone-aware). An upsert answers "not new" when
+    #: an earlier attempt of the same sync created the contact and its answer was lost; with this the core
+    #: still records ``created``.
+    created_at: datetime | None = None
 
     @property
     def ok(self) -> bool:

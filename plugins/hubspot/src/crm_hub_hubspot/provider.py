@@ -544,7 +544,22 @@ def _field_type(name: str, hubspot_type: str, field_type: str) -> FieldType:
 
 def _write_result(result: Mapping[str, Any], created: bool) -> WriteResult:
     new = result.get("new")
-    return WriteResult(contact_id=str(result.get("id")), created=bool(new) if new is not None else created)
+    return WriteResult(
+        contact_id=str(result.get("id")),
+        created=bool(new) if new is not None else created,
+        created_at=_timestamp(result.get("createdAt")),
+    )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """HubSpot's ISO 8601 instants (``2026-12-06T21:27:32.372Z``); None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _trace_index(trace: Any, count: int) -> int | None:

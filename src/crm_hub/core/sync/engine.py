@@ -571,7 +571,7 @@ def _against_state(
                 dry_run,
             )
         seen = tuple(state.intent_seen) if state.intent_seen is not None else None
-        return replace(item, interrupted_seen=seen)
+        return replace(item, interrupted_seen=seen, interrupted_at=state.intent_at)
     if (
         not force
         and policy is not DuplicatePolicy.CREATE_NEW

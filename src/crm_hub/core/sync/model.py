@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -110,6 +111,8 @@ class SyncItem:
     #: An earlier write for this lead was interrupted (the process died) after a lookup that saw these
     #: contacts: one that appeared since is the one that write created.
     interrupted_seen: tuple[str, ...] | None = None
+    #: When that interrupted write's intent was recorded (None when no write was left open).
+    interrupted_at: datetime | None = None
 
 
 @dataclass(frozen=True)

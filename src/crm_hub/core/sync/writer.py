@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from crm_hub.core.retry import RetryPolicy
@@ -29,7 +30,6 @@ from crm_hub.providers import (
 
 __all__ = ["WRITE_OUTCOME_UNKNOWN", "BeforeWrite", "ContactWriter", "PlannedWrite"]
 
-
 @dataclass
 class PlannedWrite:
     """One lead as the policy decided it, before (and while) it is written."""
@@ -41,6 +41,9 @@ class PlannedWrite:
     #: The contacts the lookup found for the email (None when there was no lookup).
     seen: tuple[str, ...] | None = None
     outcome: SyncOutcome | None = None
+    #: When this sync's first attempt at the write began (an interrupted earlier one's, if any): a contact the
+    #: CRM created since was created by this sync, whatever a repeated upsert answers.
+    attempted_at: datetime | None = None
 
 
 #: Called with the writes about to be sent, before any is: the engine records their intent there.
@@ -97,6 +100,9 @@ class ContactWriter:
                 if write.outcome is not None:
                     done[write.item.key] = write.outcome
             pending = [write for write in planned if write.outcome is None]
+            now = datetime.now(UTC)
+            for write in pending:
+                write.attempted_at = min(now, write.item.interrupted_at or now)
             if pending and before_write is not None:
                 await before_write(pending)
             await self._write(crm, tokens, pending, policy, done)
@@ -331,10 +337,20 @@ def _until_stopped(
     return [(write, result) for write, result in pairs if result.error not in stopped], stopped[0]
 
 
+def _created_by_this_sync(write: PlannedWrite, result: WriteResult) -> bool:
+    """An upsert sent again — after a lost answer, or by a job resuming a killed worker's batch — answers "not
+    new" for the contact its first attempt created. The CRM's creation time tells: a contact created after this
+    sync began writing is this sync's (the contact locks keep other crm_hub syncs of the email out). No clock
+    skew is allowed for: a CRM clock behind ours only makes this answer "updated", as before."""
+    if write.decision is not Decision.UPSERT or result.created_at is None or write.attempted_at is None:
+        return False
+    return result.created_at >= write.attempted_at
+
+
 def _written(crm: CrmProvider, write: PlannedWrite, result: WriteResult) -> SyncOutcome:
     if result.error is not None:
         return _failed(write.item, _domain_error(crm, result.error), dry_run=False, seen=write.seen)
-    action = SyncAction.CREATED if result.created else SyncAction.UPDATED
+    action = SyncAction.CREATED if result.created or _created_by_this_sync(write, result) else SyncAction.UPDATED
     return SyncOutcome(
         action=action,
         message=f"Contact {action} successfully.",

@@ -30,6 +30,7 @@ from crm_hub.providers import (
 
 __all__ = ["WRITE_OUTCOME_UNKNOWN", "BeforeWrite", "ContactWriter", "PlannedWrite"]
 
+
 @dataclass
 class PlannedWrite:
     """One lead as the policy decided it, before (and while) it is written."""

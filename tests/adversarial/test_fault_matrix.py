@@ -245,13 +245,13 @@ ROWS = [
         synced("created"),
         policy="skip",
     ),
-    # The upsert did create the contact; its answer is lost, so the retried upsert finds it: "updated" is what
-    # crm_hub can know, and what it says.
+    # The upsert did create the contact; its answer is lost, so the retried upsert finds it ("not new"). The
+    # contact's createdAt is after the sync began writing: crm_hub knows this sync created it, and says so.
     Row(
         "hubspot-lost-upsert-answer-is-retried-idempotently",
         "hubspot",
         lose_answer(HUBSPOT_UPSERT),
-        synced("updated"),
+        synced("created"),
     ),
     Row(
         "hubspot-lost-create-answer-is-found-by-email-not-made-twice",
@@ -264,7 +264,7 @@ ROWS = [
         "hubspot-dropped-connection-after-the-upsert-applied-is-retried-idempotently",
         "hubspot",
         drop_connection("POST", HUBSPOT_UPSERT, applied=True),
-        synced("updated"),
+        synced("created"),
     ),
     Row(
         "hubspot-dropped-connection-after-the-create-applied-is-found-by-email",

@@ -147,3 +147,41 @@ def test_production_without_vault_key_refuses_to_start(tmp_path: Path) -> None:
     assert "crm-hub: configuration error: SECRET_VAULT_KEY is required when CRM_HUB_ENV=production" in result.stderr
     assert "serving" not in [entry["message"] for entry in _log_messages(result.stderr)]
     assert not (tmp_path / "var" / "vault.key").exists(), "production must never fall back to a generated key"
+
+
+def test_with_a_drain_time_a_replica_reports_not_serving_but_keeps_answering_until_it_ends(tmp_path: Path) -> None:
+    port = _free_port()
+    env = _environment(tmp_path, CRM_HUB_GRPC_ADDRESS=f"127.0.0.1:{port}", CRM_HUB_DRAIN_SECONDS="2")
+    subprocess.run(_crm_hub("migrate"), env=env, check=True, capture_output=True, timeout=60)  # noqa: S603
+    stderr_path = tmp_path / "serve.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(_crm_hub("serve"), env=env, stdout=subprocess.DEVNULL, stderr=stderr)  # noqa: S603
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            _wait_until_serving(process, channel, stderr_path)
+            token = mint_token(JWT_SECRET, team_id="drain-team", role="member")
+            status = status_pb2_grpc.StatusServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+
+            process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == (
+                health_pb2.HealthCheckResponse.SERVING
+            ):
+                assert time.monotonic() < deadline, "health never turned NOT_SERVING"
+                time.sleep(0.02)
+            # The balancer now routes elsewhere; a call that still arrives here is answered, not refused.
+            answer = status.GetStatus(
+                status_pb2.GetStatusRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=5
+            )
+            assert answer.success is True
+            assert process.poll() is None, "still up while it drains"
+            exit_code = process.wait(timeout=EXIT_DEADLINE_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    messages = [entry["message"] for entry in _log_messages(stderr_path.read_text())]
+    assert exit_code == 0
+    assert messages.index("shutting down") < messages.index("draining") < messages.index("stopped")

@@ -178,6 +178,7 @@ async def test_a_fleet_syncs_every_lead_once_to_each_crm_through_a_killed_worker
             CRM_HUB_PLUGINS="crm-hub-hubspot,crm-hub-salesforce",
             CRM_HUB_QUEUE=queue,
             CRM_HUB_WORKER_HEARTBEAT_SECONDS="1",  # a killed worker's batch is queued again within ~4 s
+            CRM_HUB_DRAIN_SECONDS="1",  # a stopping replica leaves Envoy's rotation (checks every 0.25 s) first
         )
         ports = [free_port(), free_port()]
         replicas = [

@@ -143,8 +143,12 @@ async def serve(application: Application) -> None:
     try:
         await stop.wait()
         logger.info("shutting down", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
-        # Tell load balancers first, then stop taking new calls while in-flight ones finish.
+        # Tell load balancers first and keep serving until their health checks have seen it (drain_seconds),
+        # then stop taking new calls while in-flight ones finish.
         await health_servicer.enter_graceful_shutdown()
+        if application.settings.drain_seconds:
+            logger.info("draining", extra={"drain_seconds": application.settings.drain_seconds})
+            await asyncio.sleep(application.settings.drain_seconds)
         await server.stop(SHUTDOWN_GRACE_SECONDS)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -12,6 +12,7 @@ from crm_hub.core.budget import RateBudgets
 from crm_hub.core.connections import ConnectionService
 from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
+from crm_hub.core.fleet import FleetGauges
 from crm_hub.core.leads import LeadService
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.core.status import StatusReporter
@@ -20,6 +21,9 @@ from crm_hub.core.sync.auto import AutoSync
 from crm_hub.core.sync.jobs import SyncJobs
 from crm_hub.errors import ConfigurationError
 from crm_hub.notifications import NotificationDispatcher
+from crm_hub.observability import metrics, tracing
+from crm_hub.observability.health import Readiness
+from crm_hub.observability.ops_server import OpsServer
 from crm_hub.plugins import PluginHost
 from crm_hub.queue import InProcessQueue, ProcrastinateQueue, WorkerOptions
 from crm_hub.rpc.auth import TokenVerifier
@@ -52,7 +56,12 @@ class Application:
     auto: AutoSync
     leads: LeadService
     status: StatusReporter
+    #: Whether this process can work (its database answers, it is not stopping): gRPC health and /readyz.
+    readiness: Readiness = field(default_factory=Readiness)
+    #: The operations address (/metrics, /readyz, /livez) once started, when CRM_HUB_METRICS_ADDRESS names one.
+    ops_server: OpsServer | None = field(default=None, repr=False)
     _maintenance: asyncio.Task[None] | None = field(default=None, repr=False)
+    _watchers: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_settings(
@@ -61,6 +70,10 @@ class Application:
         """Compose the service. ``retry`` overrides the CRM retry policy (tests retry without waiting)."""
         plugins = plugins or PluginHost(allowlist=settings.plugins)
         database = Database(normalize_database_url(settings.database_url, data_dir=settings.data_dir))
+        metrics.count_crm_requests()
+        metrics.set_per_team_labels(settings.metrics_team_labels)
+        tracing.configure_tracing()  # only if the standard OTel variables name an endpoint
+        tracing.instrument_database(database.engine.sync_engine)
         vault = vault_from_settings(
             secret_vault_key=settings.secret_vault_key,
             previous_keys=settings.secret_vault_previous_keys,
@@ -124,6 +137,7 @@ class Application:
         """Start what runs beside the RPCs. The embedded default runs its jobs itself: it resumes what a stopped
         process left (unfinished jobs, interrupted writes) and keeps reconciling every minute. On PostgreSQL
         the workers do that; ``worker`` makes this process one of them (``crm-hub up``)."""
+        await self._watch_health()
         if isinstance(self.jobs.queue, InProcessQueue):
             await self.jobs.recover()
             self._maintenance = asyncio.get_running_loop().create_task(self._reconcile_every(RECONCILE_SECONDS))
@@ -131,6 +145,19 @@ class Application:
             await self.jobs.queue.open()
             if worker:
                 self._maintenance = asyncio.get_running_loop().create_task(self.jobs.queue.run_worker())
+
+    async def _watch_health(self) -> None:
+        """Check the database now and every CRM_HUB_HEALTH_CHECK_SECONDS; serve the operations address if asked
+        (with the fleet's figures read every 15 s)."""
+        loop = asyncio.get_running_loop()
+        await self.readiness.check_database(self.database.ping)
+        every = self.settings.health_check_seconds
+        self._watchers.append(loop.create_task(self.readiness.watch_database(self.database.ping, every)))
+        if (address := self.settings.metrics_host_port) is not None:
+            self.ops_server = OpsServer(*address, readiness=self.readiness, registry=metrics.registry())
+            self.ops_server.start()
+            self._watchers.append(loop.create_task(FleetGauges(self.database, self.plugins).refresh_every()))
+            logger.info("operations address serving", extra={"address": f"{address[0]}:{self.ops_server.port}"})
 
     async def _reconcile_every(self, seconds: float) -> None:
         while True:
@@ -141,10 +168,17 @@ class Application:
                 logger.exception("reconciling interrupted syncs failed")
 
     async def aclose(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
+        await self.readiness.set_stopping()
+        for task in (self._maintenance, *self._watchers):
+            if task is None:
+                continue
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+                await task
+        self._watchers.clear()
+        if self.ops_server is not None:
+            await asyncio.to_thread(self.ops_server.stop)
+            self.ops_server = None
         if isinstance(self.jobs.queue, InProcessQueue | ProcrastinateQueue):
             await self.jobs.queue.close()
         await self.notifications.drain()
@@ -154,6 +188,7 @@ class Application:
         for notifier in self.plugins.notifiers():
             await notifier.aclose()
         await self.database.close()
+        await asyncio.to_thread(tracing.flush_traces)
 
 
 def jwt_secret_for(settings: Settings) -> str:

@@ -17,9 +17,19 @@ from pydantic.fields import FieldInfo
 
 from crm_hub.errors import ConfigurationError
 
-__all__ = ["DEFAULT_GRPC_ADDRESS", "Settings", "check_listener_security", "invalid_setting", "variable", "variables_in"]
+__all__ = [
+    "DEFAULT_GRPC_ADDRESS",
+    "DEFAULT_METRICS_ADDRESS",
+    "Settings",
+    "check_listener_security",
+    "invalid_setting",
+    "variable",
+    "variables_in",
+]
 
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
+#: Where ``crm-hub up`` serves metrics and readiness unless CRM_HUB_METRICS_ADDRESS says otherwise.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -80,6 +90,13 @@ class Settings:
     #: On SIGTERM, a replica reports NOT_SERVING and keeps serving this long before it stops taking calls, so the
     #: load balancer's health checks take it out of rotation first (behind Envoy: a little over 2 checks).
     drain_seconds: float = variable("CRM_HUB_DRAIN_SECONDS", 0.0)
+    #: host:port of the operations address (/metrics, /readyz, /livez); unset or "off" serves none. ``crm-hub up``
+    #: serves it on DEFAULT_METRICS_ADDRESS unless told "off".
+    metrics_address: str | None = variable("CRM_HUB_METRICS_ADDRESS", None)
+    #: Also count syncs and leads by team (crm_hub_team_* families): one series per team.
+    metrics_team_labels: bool = variable("CRM_HUB_METRICS_TEAM_LABELS", False)
+    #: How often the database is pinged for readiness (NOT_SERVING while it does not answer).
+    health_check_seconds: float = variable("CRM_HUB_HEALTH_CHECK_SECONDS", 5.0)
 
     @property
     def production(self) -> bool:
@@ -139,7 +156,7 @@ class Settings:
             raise ConfigurationError(f"CRM_HUB_LOG_FORMAT must be 'json' or 'text', not {value!r}")
         return value
 
-    @field_validator("log_personal_data", "behind_tls_proxy", mode="before")
+    @field_validator("log_personal_data", "behind_tls_proxy", "metrics_team_labels", mode="before")
     @classmethod
     def _flag(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
@@ -148,7 +165,7 @@ class Settings:
             raise ConfigurationError(f"{_VARIABLES[str(info.field_name)]} must be true or false, not {value!r}")
         return value.lower() in _TRUE
 
-    @field_validator("worker_concurrency", "worker_heartbeat_seconds", mode="before")
+    @field_validator("worker_concurrency", "worker_heartbeat_seconds", "health_check_seconds", mode="before")
     @classmethod
     def _positive(cls, value: Any, info: ValidationInfo) -> Any:
         kind = int if info.field_name == "worker_concurrency" else float
@@ -170,6 +187,24 @@ class Settings:
         if not 0 <= seconds <= 300:
             raise ConfigurationError(f"CRM_HUB_DRAIN_SECONDS must be a number of seconds from 0 to 300, not {value!r}")
         return seconds
+
+    @field_validator("metrics_address", mode="after")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None or value.lower() == "off":
+            return None if value is None else "off"
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigurationError(f"CRM_HUB_METRICS_ADDRESS must be host:port or off, not {value!r}")
+        return value
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        """Where the operations address is served, or None."""
+        if self.metrics_address is None or self.metrics_address == "off":
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @model_validator(mode="after")
     def _tls_in_pairs(self) -> Settings:

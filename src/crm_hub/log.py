@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 __all__ = ["JsonFormatter", "LibraryRecordsFilter", "TextFormatter", "configure_logging"]
 
 #: Loggers whose records pass at every level: ours, which log no lead values.
@@ -24,7 +26,12 @@ _STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "as
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES and not k.startswith("_")}
+    extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES and not k.startswith("_")}
+    # Within a traced span (tracing on), the line names its trace: from a log line to the whole request.
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid and "trace_id" not in extras:
+        extras["trace_id"] = format(span_context.trace_id, "032x")
+    return extras
 
 
 class JsonFormatter(logging.Formatter):

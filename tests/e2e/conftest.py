@@ -134,8 +134,11 @@ class World:
 
 
 @asynccontextmanager
-async def running(provider: CrmProvider, fake: Any, database_url: str, data_dir: Path) -> AsyncIterator[World]:
-    """crm_hub serving ``provider`` (wired to ``fake``) over gRPC, retrying without waiting."""
+async def running(
+    provider: CrmProvider, fake: Any, database_url: str, data_dir: Path, **settings_given: Any
+) -> AsyncIterator[World]:
+    """crm_hub serving ``provider`` (wired to ``fake``) over gRPC, retrying without waiting; ``settings_given``
+    go to its Settings."""
     waits: list[float] = []
     slack: list[str] = []
 
@@ -152,6 +155,7 @@ async def running(provider: CrmProvider, fake: Any, database_url: str, data_dir:
         # A queue of its own: on PostgreSQL this test's worker runs this test's jobs only.
         queue_name=f"test-{uuid.uuid4().hex[:12]}",
         worker_heartbeat_seconds=1.0,
+        **settings_given,
     )
     application = Application.from_settings(settings, plugins=host, retry=RetryPolicy(sleep=no_wait))
     server, port, _ = await create_server(application, "127.0.0.1:0")

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.errors import RateLimited
+from crm_hub.observability import metrics
 from crm_hub.providers import CrmOperation, CrmRequest, Quota, RateLimit
 from crm_hub.storage import Database, utcnow
 from crm_hub.storage.sync import RateBudgetRepository
@@ -234,6 +235,8 @@ class BudgetMeter:
     async def _sleep(self, wait: float) -> None:
         if wait > 0:
             self.waited += wait
+            metrics.BUDGET_WAITS.labels(self.provider).inc()
+            metrics.BUDGET_WAIT_SECONDS.labels(self.provider).inc(wait)
             await asyncio.sleep(wait)
 
     def finished(self, provider: str, operation: CrmOperation, request: CrmRequest) -> None:

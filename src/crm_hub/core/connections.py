@@ -17,6 +17,7 @@ from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.fields import FieldCatalog
 from crm_hub.errors import FailedPrecondition, FieldViolation, InvalidArgument, ProviderError
 from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
+from crm_hub.observability.tracing import traced
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
 from crm_hub.providers.http import pkce_challenge, pkce_verifier
@@ -73,6 +74,7 @@ class ConnectionService:
         self._catalog = catalog
         self._notifications = notifications
 
+    @traced("start oauth")
     async def start_oauth(self, caller: Caller, kind: str) -> OAuthStart:
         """A consent URL and a one-time state bound to this team and provider (stored hashed)."""
         provider = _configured(self._plugins.providers().get(kind))
@@ -100,6 +102,7 @@ class ConnectionService:
         )
         return OAuthStart(auth_url=auth_url, state=state)
 
+    @traced("complete oauth")
     async def complete_oauth(self, caller: Caller, kind: str, *, code: str, state: str) -> str:
         """Exchange the code for tokens, store them encrypted and mark the integration CONNECTED."""
         provider = _configured(self._plugins.providers().get(kind))
@@ -148,6 +151,7 @@ class ConnectionService:
         self._notify(caller, provider.name, "connected", f"{provider.label} was connected by {caller.actor}.")
         return f"{provider.label} connected successfully."
 
+    @traced("disconnect")
     async def disconnect(self, caller: Caller, kind: str) -> str:
         """Revoke the tokens at the CRM (best effort), forget them, mark the integration DISCONNECTED."""
         provider = self._plugins.providers().get(kind)

@@ -22,6 +22,8 @@ from crm_hub.core.caller import Caller
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import AuthExpired, FailedPrecondition, RefreshRejected, VaultError
 from crm_hub.notifications import Notification, NotificationDispatcher
+from crm_hub.observability import metrics
+from crm_hub.observability.tracing import tracer
 from crm_hub.providers import CrmProvider, TokenSet
 from crm_hub.storage import (
     Credential,
@@ -126,16 +128,22 @@ class CredentialStore:
             try:
                 # A CRM that rotates refresh tokens may have spent ours before a lost answer: sending it again
                 # would kill the chain, so such a refresh is retried only when it surely did not arrive.
-                fresh = await self._refresh_retry.run(
-                    lambda: provider.refresh(current), idempotent=not provider.capabilities.rotates_refresh_tokens
-                )
+                with tracer().start_as_current_span("refresh credentials", attributes={"crm.provider": provider.name}):
+                    fresh = await self._refresh_retry.run(
+                        lambda: provider.refresh(current), idempotent=not provider.capabilities.rotates_refresh_tokens
+                    )
             except RefreshRejected as error:
+                metrics.TOKEN_REFRESHES.labels(provider.name, "refused").inc()
                 await self._mark_expired(session, caller, provider.name, error.message)
                 raise RefreshRejected(
                     f"{provider.label} refused to refresh the credentials; reconnect the integration.",
                     provider=provider.name,
                     status=error.status,
                 ) from None
+            except Exception:
+                metrics.TOKEN_REFRESHES.labels(provider.name, "failed").inc()
+                raise
+            metrics.TOKEN_REFRESHES.labels(provider.name, "refreshed").inc()
             # CRMs that do not rotate refresh tokens answer without one: keep the one we have.
             if not fresh.refresh_token:
                 fresh = replace(fresh, refresh_token=current.refresh_token)

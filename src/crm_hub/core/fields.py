@@ -11,6 +11,7 @@ from crm_hub.core.credentials import CredentialStore
 from crm_hub.core.leads import LEAD_FIELD_NAME
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.errors import FailedPrecondition, FieldViolation, MappingInvalid
+from crm_hub.observability.tracing import traced
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, CrmProvider, FieldType
 from crm_hub.storage import Database, Integration, IntegrationRepository
@@ -47,6 +48,7 @@ class FieldCatalog:
         #: (team, provider) → (fresh until, the integration's last status change, fields).
         self._cache: dict[tuple[str, str], tuple[float, datetime | None, list[CrmField]]] = {}
 
+    @traced("list fields")
     async def list_fields(self, caller: Caller, kind: str) -> list[CrmField]:
         provider = self._plugins.providers().get(kind)
         async with self._database.session() as session:
@@ -80,6 +82,7 @@ class FieldCatalog:
             return {}
         return dict(integration.settings.get("mapping") or {})
 
+    @traced("save mapping")
     async def save_mapping(self, caller: Caller, kind: str, mapping: Mapping[str, str]) -> dict[str, str]:
         """Validate the mapping against the CRM's fields, then save it; nothing is saved if any entry is bad."""
         provider = self._plugins.providers().get(kind)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_hub.core.caller import Caller
 from crm_hub.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Unavailable
+from crm_hub.observability.tracing import traced
 from crm_hub.storage import Database, Lead, LeadRepository, TeamRepository, TimelineEvent, TimelineRepository
 from crm_hub.storage.models import LeadSyncState
 from crm_hub.storage.sync import SyncStateRepository
@@ -131,6 +132,7 @@ class LeadService:
         # through the API, so the set only grows, by one entry per team).
         self._known_teams: set[str] = set()
 
+    @traced("create lead")
     async def create(self, caller: Caller, fields: Mapping[str, str], external_id: str = "") -> tuple[LeadRecord, bool]:
         """Store a lead; with an external_id already used by the team, return that lead (created=False).
 
@@ -153,6 +155,7 @@ class LeadService:
             )
         return LeadRecord.of(lead), created
 
+    @traced("update lead")
     async def update(self, caller: Caller, lead_id: str, changes: Mapping[str, str]) -> tuple[LeadRecord, bool]:
         """Merge ``changes`` into the lead's fields (a value of "" removes the field); the lead, and whether it
         changed. The result must be a valid lead, as at intake; nothing is written otherwise."""
@@ -172,6 +175,7 @@ class LeadService:
                 await self._on_leads_changed(session, caller.team_id, [lead_id], new=False)
             return updated, True
 
+    @traced("delete lead")
     async def delete(self, caller: Caller, lead_id: str) -> None:
         """Delete the lead with its sync states and timeline (never anything in a CRM). Refused while one of its
         syncs is writing to a CRM, whose outcome would then have no lead to be recorded against."""

@@ -17,6 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from crm_hub.errors import ProviderError
+from crm_hub.observability import metrics
 from crm_hub.providers import request_deadline as retry_deadline
 from crm_hub.providers import request_deadline_variable, time_left
 
@@ -24,6 +25,11 @@ from crm_hub.providers import request_deadline_variable, time_left
 __all__ = ["RetryPolicy", "retry_deadline", "time_left"]
 
 T = TypeVar("T")
+
+
+def _count_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    metrics.CRM_RETRIES.labels(error.reason if isinstance(error, ProviderError) else "unknown").inc()
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -63,6 +69,7 @@ class RetryPolicy:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts) | stop_before_delay(budget),
             wait=wait,
+            before_sleep=_count_retry,
             retry=retry_if_exception(_is_transient if idempotent else _is_transient_and_unapplied),
             sleep=self.sleep,
             reraise=True,

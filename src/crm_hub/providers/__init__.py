@@ -47,6 +47,7 @@ __all__ = [
     "crm_request",
     "is_secure_url",
     "missing_settings_problem",
+    "observe_every_request",
     "observing",
     "request_deadline",
     "time_left",
@@ -327,6 +328,10 @@ _observers: contextvars.ContextVar[tuple[CrmRequestObserver, ...]] = contextvars
 )
 
 
+#: Observers of every request in the process, whatever task sends it (metrics, traces): after the block's own.
+_process_observers: list[CrmRequestObserver] = []
+
+
 @contextlib.contextmanager
 def observing(observer: CrmRequestObserver) -> Iterator[None]:
     """Within this block (this task and what it awaits), ``observer`` sees every ``crm_request``."""
@@ -335,6 +340,13 @@ def observing(observer: CrmRequestObserver) -> Iterator[None]:
         yield
     finally:
         _observers.reset(token)
+
+
+def observe_every_request(observer: CrmRequestObserver) -> Callable[[], None]:
+    """``observer`` sees every ``crm_request`` of the process from now on, after the observers of the block
+    it runs in (so a request's wait for its rate budget is over when it starts); returns the way to stop."""
+    _process_observers.append(observer)
+    return lambda: _process_observers.remove(observer) if observer in _process_observers else None
 
 
 @contextlib.asynccontextmanager
@@ -347,7 +359,7 @@ async def crm_request(provider: str, operation: CrmOperation) -> AsyncIterator[C
 
     The core's observers see it: it waits for the account's rate budget, and is counted and timed.
     """
-    observers = _observers.get()
+    observers = (*_observers.get(), *_process_observers)
     for observer in observers:
         await observer.started(provider, operation)
     request = CrmRequest()

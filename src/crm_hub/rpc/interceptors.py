@@ -1,6 +1,6 @@
 """The server's interceptor: every crm_hub RPC passes the same small steps, in this order.
 
-    access log        one line per RPC: method, team, status code, duration, request id
+    access log        one line per RPC (method, team, status code, duration, request id) and its metrics
     error mapping     crm_hub errors become gRPC statuses (``crm_hub.rpc.errors``), never anywhere else
     request guard     a request that does not decode (invalid UTF-8, wrong wire types) or is too large is
                       INVALID_ARGUMENT, not UNKNOWN with a traceback
@@ -30,6 +30,8 @@ from google.protobuf.message import DecodeError
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.retry import retry_deadline
 from crm_hub.errors import CrmHubError, InvalidArgument, PermissionDenied, Unauthenticated
+from crm_hub.observability import metrics
+from crm_hub.observability.tracing import current_trace_id
 from crm_hub.rpc.auth import TokenVerifier
 from crm_hub.rpc.errors import status_code_for, to_grpc_status
 
@@ -230,13 +232,17 @@ def _access_log(call: _Call) -> Iterator[None]:
             call.code = grpc.StatusCode.CANCELLED  # the client went away (or the server is stopping)
         raise
     finally:
+        seconds = time.perf_counter() - call.started
+        method = call.method.rpartition(".")[2]  # "/crm_hub.v1.SyncService/SyncLead" -> "SyncService/SyncLead"
+        metrics.RPC_REQUESTS.labels(method, call.code.name).inc()
+        metrics.RPC_SECONDS.labels(method, call.code.name).observe(seconds)
         logger.info(
             "rpc",
             extra={
                 "method": call.method,
                 "team": call.team_id,
                 "code": call.code.name,
-                "duration_ms": round((time.perf_counter() - call.started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
                 "request_id": call.request_id,
             },
         )
@@ -296,6 +302,8 @@ def _authorize(method: str, principal: Principal) -> None:
 
 
 def _request_id(incoming: str | bytes | None) -> str:
+    """The caller's x-request-id if it is a sane one; else the trace's id when tracing (so the timeline and the
+    logs lead to the trace), or a new one."""
     if isinstance(incoming, str) and _REQUEST_ID.fullmatch(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return current_trace_id() or uuid.uuid4().hex

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from crm_hub.application import Application
 from crm_hub.config import Settings, check_listener_security
 from crm_hub.errors import ConfigurationError
+from crm_hub.observability import tracing
 from crm_hub.rpc.interceptors import MAX_REQUEST_BYTES, ServerInterceptor
 from crm_hub.rpc.servicers import (
     FieldsServicer,
@@ -74,7 +75,8 @@ async def create_server(
         tls=application.settings.grpc_tls_cert is not None,
         tls_settings="CRM_HUB_GRPC_TLS_CERT and CRM_HUB_GRPC_TLS_KEY",
     )
-    server = grpc.aio.server(interceptors=[ServerInterceptor(application.verifier)], options=SERVER_OPTIONS)
+    interceptors = [*tracing.grpc_server_interceptors(), ServerInterceptor(application.verifier)]
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     integrations_pb2_grpc.add_IntegrationsServiceServicer_to_server(IntegrationsServicer(application), server)
     fields_pb2_grpc.add_FieldsServiceServicer_to_server(FieldsServicer(application), server)
     sync_pb2_grpc.add_SyncServiceServicer_to_server(SyncServicer(application), server)
@@ -83,8 +85,15 @@ async def create_server(
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in (*SERVICE_NAMES, ""):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def follow_readiness(ready: bool) -> None:
+        # Every service needs the database: all say what the process can do (and "" for the whole server).
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in (*SERVICE_NAMES, ""):
+            await health_servicer.set(name, status)
+
+    await follow_readiness(application.readiness.ready)
+    application.readiness.on_change(follow_readiness)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     credentials = server_credentials(application.settings)
@@ -145,6 +154,7 @@ async def serve(application: Application) -> None:
         logger.info("shutting down", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
         # Tell load balancers first and keep serving until their health checks have seen it (drain_seconds),
         # then stop taking new calls while in-flight ones finish.
+        await application.readiness.set_stopping()
         await health_servicer.enter_graceful_shutdown()
         if application.settings.drain_seconds:
             logger.info("draining", extra={"drain_seconds": application.settings.drain_seconds})

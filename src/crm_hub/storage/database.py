@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from crm_hub.errors import ConfigurationError, StorageUnavailable
+from crm_hub.observability import metrics
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Database", "create_engine", "normalize_database_url"]
 
@@ -104,6 +105,17 @@ class Database:
         self.engine: AsyncEngine = create_engine(url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        event.listen(self.engine.sync_engine, "handle_error", _count_error)
+        metrics.observe_pool(self._connections_in_use)
+
+    def _connections_in_use(self) -> int:
+        checkedout = getattr(self.engine.sync_engine.pool, "checkedout", None)
+        return int(checkedout()) if callable(checkedout) else 0
+
+    async def ping(self) -> None:
+        """One round trip (``SELECT 1``) on a pooled connection; raises if the database does not answer."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
 
     @property
     def dialect_name(self) -> str:
@@ -136,3 +148,8 @@ class Database:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def _count_error(context: Any) -> None:
+    """Every failed statement, by its DBAPI error class (OperationalError, IntegrityError, ...)."""
+    metrics.DB_ERRORS.labels(type(context.original_exception).__name__).inc()

@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from crm_hub.errors import ConfigurationError, InvalidArgument, VaultError
+from crm_hub.observability import metrics
 from crm_hub.storage.secret_files import load_or_create_secret
 
 __all__ = [
@@ -222,6 +223,13 @@ class Vault:
         Raises :class:`~crm_hub.errors.VaultError` for an unknown key id, a ciphertext that fails
         authentication (tampered, or sealed for another team/provider) or a malformed envelope.
         """
+        try:
+            return self._open(envelope, team_id=team_id, provider=provider)
+        except VaultError:
+            metrics.VAULT_DECRYPT_FAILURES.inc()
+            raise
+
+    def _open(self, envelope: Mapping[str, Any], *, team_id: str, provider: str) -> dict[str, Any]:
         kid, salt, iv, ciphertext = self._parse(envelope)
         aad = _aad(team_id, provider)
         if kid not in self._secrets:

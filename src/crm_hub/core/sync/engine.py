@@ -43,6 +43,8 @@ from crm_hub.errors import (
     Unavailable,
 )
 from crm_hub.notifications import Notification, NotificationDispatcher, NotificationKind
+from crm_hub.observability import metrics
+from crm_hub.observability.tracing import traced
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, CrmProvider, Quota, observing
 from crm_hub.storage import (
@@ -130,6 +132,7 @@ class SyncEngine:
 
     # -- one lead ------------------------------------------------------------------------------------
 
+    @traced("sync lead", attributes=("provider",))
     async def sync_lead(
         self,
         caller: Caller,
@@ -216,6 +219,7 @@ class SyncEngine:
             shown_error=_shown_error(integration),
         )
 
+    @traced("sync batch")
     async def sync_batch(
         self,
         caller: Caller,
@@ -373,6 +377,24 @@ class SyncEngine:
         """
         if not outcomes and not crm_calls:
             return
+        await self._record(
+            caller, target, outcomes, dry_run=dry_run, job=job, crm_calls=crm_calls, duration_ms=duration_ms,
+            quotas=quotas,
+        )  # fmt: skip
+        metrics.count_syncs(caller.team_id, target.crm.name, [outcome.action.value for outcome in outcomes.values()])
+
+    async def _record(
+        self,
+        caller: Caller,
+        target: SyncTarget,
+        outcomes: Mapping[str, SyncOutcome],
+        *,
+        dry_run: bool,
+        job: SyncJob | None,
+        crm_calls: int,
+        duration_ms: int,
+        quotas: Iterable[Quota],
+    ) -> None:
         crm = target.crm
         job_id = job.id if job is not None else None
         async with self._database.session(writes=True) as session:
@@ -425,6 +447,7 @@ class SyncEngine:
                     caller.team_id, crm.name, IntegrationStatus.CONNECTED, exhausted.message, reason=exhausted.reason
                 )
 
+    @traced("reconcile interrupted syncs")
     async def reconcile_interrupted(self, *, older_than_seconds: float = INTENT_STALE_SECONDS) -> int:
         """Close the intents single syncs left open (the process died mid-write): look each contact up and
         record what really happened — or write it again, when the write surely did not happen. Leads of a job

@@ -47,6 +47,7 @@ from crm_hub.errors import (
     RateLimited,
 )
 from crm_hub.notifications import Notification, NotificationDispatcher
+from crm_hub.observability.tracing import traced
 from crm_hub.plugins import PluginHost
 from crm_hub.storage import Database, IntegrationRepository, LeadRepository, TeamRepository, utcnow
 from crm_hub.storage.models import SyncJob, SyncJobResult
@@ -234,6 +235,7 @@ class SyncJobs:
 
     # -- the team's side -----------------------------------------------------------------------------
 
+    @traced("start sync job", attributes=("provider",))
     async def start(
         self,
         caller: Caller,
@@ -379,6 +381,7 @@ class SyncJobs:
         await self._engine.reconcile_interrupted()
         return len(unfinished)
 
+    @traced("sync job batch")
     async def run_batch(self, batch: QueuedBatch) -> BatchStep:
         """Sync the job's next pending leads; what is left to do. Safe to run again after a crash."""
         async with self._database.session() as session:

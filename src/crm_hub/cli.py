@@ -1,4 +1,4 @@
-"""The ``crm-hub`` command: serve, up, gateway, worker, migrate, token, plugins, rotate-keys."""
+"""The ``crm-hub`` command: serve, up, gateway, worker, migrate, token, plugins, status, rotate-keys."""
 
 from __future__ import annotations
 
@@ -9,13 +9,18 @@ import dataclasses
 import logging
 import signal
 import sys
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import DBAPIError
 
 from crm_hub.application import Application, jwt_secret_for
 from crm_hub.config import Settings, check_listener_security
-from crm_hub.core.caller import Role
-from crm_hub.errors import ConfigurationError, VaultError
+from crm_hub.core.caller import Caller, Principal, Role
+from crm_hub.core.status import IntegrationState, StatusReporter
+from crm_hub.errors import ConfigurationError, StorageUnavailable, VaultError
 from crm_hub.log import configure_logging
 from crm_hub.plugins import PluginHost
 from crm_hub.queue import WorkerOptions
@@ -162,6 +167,55 @@ def _plugins(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_hub import status_report
+
+    try:
+        report, problems = asyncio.run(_read_status(settings, args.team))
+    except (StorageUnavailable, DBAPIError) as error:
+        # Never the error's text: a driver's message may hold the URL or the statement.
+        problem = error.message if isinstance(error, StorageUnavailable) else type(error.orig).__name__
+        print(
+            f"crm-hub: cannot read the database ({problem}) Is DATABASE_URL right, and has `crm-hub migrate` run?",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(status_report.render_json(args.team, report))
+    else:
+        print(status_report.render_text(args.team, report, problems=problems, now=datetime.now(UTC)))
+    return 0
+
+
+async def _read_status(settings: Settings, team: str) -> tuple[dict[str, IntegrationState], dict[str, str | None]]:
+    """The team's status as GetStatus reports it, and each installed provider's configuration problem.
+
+    Only the database and the plugins: no vault, no JWT secret, so it needs none of the service's secrets.
+    """
+    plugins = PluginHost(allowlist=settings.plugins)
+    registry = plugins.providers()  # a broken plugin is a configuration error, before the database is opened
+    database = Database(normalize_database_url(settings.database_url, data_dir=settings.data_dir))
+    # The caller an RPC of a team member would be; status needs no more than the member role.
+    caller = Caller(
+        Principal(subject="crm-hub status", team_id=team, role=Role.MEMBER), request_id=f"cli-{uuid.uuid4().hex}"
+    )
+    try:
+        report = await StatusReporter(database, plugins).report(caller)
+    finally:
+        for provider in registry:
+            await provider.aclose()
+        for notifier in plugins.notifiers():
+            await notifier.aclose()
+        await database.close()
+    return report, {provider.name: provider.configuration_problem() for provider in registry}
+
+
+def _team_id(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("a team id is required")
+    return value
+
+
 async def _rotate(settings: Settings) -> tuple[int, int]:
     vault = vault_from_settings(
         secret_vault_key=settings.secret_vault_key,
@@ -223,6 +277,12 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default: 3600)")
     token.set_defaults(run=_token)
     commands.add_parser("plugins", help="list loaded plugins and their providers").set_defaults(run=_plugins)
+    status = commands.add_parser(
+        "status", help="a team's integrations: connection, last sync, lead counts, success rate, rate budgets"
+    )
+    status.add_argument("--team", required=True, type=_team_id, help="the team's id (team_id claim of its tokens)")
+    status.add_argument("--json", action="store_true", help="print the REST answer of GET /integrations/status")
+    status.set_defaults(run=_status)
     commands.add_parser("rotate-keys", help="re-encrypt every stored credential with SECRET_VAULT_KEY").set_defaults(
         run=_rotate_keys
     )

@@ -381,7 +381,7 @@ class SyncJobs:
         await self._engine.reconcile_interrupted()
         return len(unfinished)
 
-    @traced("sync job batch")
+    @traced("sync job batch", root=True)
     async def run_batch(self, batch: QueuedBatch) -> BatchStep:
         """Sync the job's next pending leads; what is left to do. Safe to run again after a crash."""
         async with self._database.session() as session:

@@ -154,7 +154,13 @@ class Application:
         every = self.settings.health_check_seconds
         self._watchers.append(loop.create_task(self.readiness.watch_database(self.database.ping, every)))
         if (address := self.settings.metrics_host_port) is not None:
-            self.ops_server = OpsServer(*address, readiness=self.readiness, registry=metrics.registry())
+            try:
+                self.ops_server = OpsServer(*address, readiness=self.readiness, registry=metrics.registry())
+            except OSError as error:
+                raise ConfigurationError(
+                    f"CRM_HUB_METRICS_ADDRESS {self.settings.metrics_address} cannot be served ({error.strerror}); "
+                    "name a free host:port, or off."
+                ) from None
             self.ops_server.start()
             self._watchers.append(loop.create_task(FleetGauges(self.database, self.plugins).refresh_every()))
             logger.info("operations address serving", extra={"address": f"{address[0]}:{self.ops_server.port}"})

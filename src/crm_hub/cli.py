@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import DBAPIError
 
 from crm_hub.application import Application, jwt_secret_for
-from crm_hub.config import Settings, check_listener_security
+from crm_hub.config import DEFAULT_METRICS_ADDRESS, Settings, check_listener_security
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.status import IntegrationState, StatusReporter
 from crm_hub.errors import ConfigurationError, StorageUnavailable, VaultError
@@ -47,6 +47,8 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from crm_hub.gateway import GatewayError, GatewaySettings, run_up
 
+    if settings.metrics_address is None:  # everything in one process: its metrics and readiness too
+        settings = dataclasses.replace(settings, metrics_address=DEFAULT_METRICS_ADDRESS)
     gateway = GatewaySettings.from_env()
     _check_gateway_listener(settings, gateway)
     try:

@@ -85,6 +85,7 @@ def sandbox_process(database_url: str, data_dir: Path) -> Iterator[Sandbox]:
         **os.environ,
         "CRM_HUB_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
         "CRM_HUB_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+        "CRM_HUB_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
         "CRM_HUB_DATA_DIR": str(data_dir),
         "DATABASE_URL": database_url,
         "JWT_SECRET": JWT_SECRET,

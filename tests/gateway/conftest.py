@@ -160,8 +160,9 @@ def gateway_settings(*upstream_ports: int, **overrides: Any) -> GatewaySettings:
     return GatewaySettings(**{**values, **overrides})
 
 
-def make_application(database_url: str, data_dir: Path, provider: MemoryCrm) -> Application:
-    """The composed service over the test database with one throwaway provider, ``memorycrm``."""
+def make_application(database_url: str, data_dir: Path, provider: MemoryCrm, **settings_given: Any) -> Application:
+    """The composed service over the test database with one throwaway provider, ``memorycrm``; ``settings_given``
+    go to its Settings."""
     host = PluginHost(load_entry_points=False)
     host.register(MemoryCrmPlugin(provider), name="memorycrm", distribution="crm-hub-memorycrm", version="0.0.1")
     settings = Settings(
@@ -172,6 +173,7 @@ def make_application(database_url: str, data_dir: Path, provider: MemoryCrm) -> 
         grpc_address="127.0.0.1:0",
         queue_name=f"test-{uuid.uuid4().hex[:12]}",
         worker_heartbeat_seconds=1.0,
+        **settings_given,
     )
     return Application.from_settings(settings, plugins=host)
 

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from crm_hub.rpc.auth import mint_token
 from tests.support.app import JWT_SECRET, VAULT_KEY
@@ -32,13 +34,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Sandbox:
+    url: str
+    metrics_url: str
+
+
 @pytest.fixture
-def sandbox(database_url: str, tmp_path: Path, envoy_binary: Path) -> Iterator[str]:
-    """`crm-hub up --sandbox` running as a user would start it; yields the gateway's base URL."""
-    http_port = free_port()
+def sandbox(database_url: str, tmp_path: Path, envoy_binary: Path) -> Iterator[Sandbox]:
+    """`crm-hub up --sandbox` running as a user would start it: its gateway and its operations address."""
+    http_port, metrics_port = free_port(), free_port()
     environment = {
         **os.environ,
         "CRM_HUB_HTTP_ADDRESS": f"127.0.0.1:{http_port}",
+        "CRM_HUB_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         "CRM_HUB_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
         "CRM_HUB_DATA_DIR": str(tmp_path),
         "DATABASE_URL": database_url,
@@ -62,7 +71,7 @@ def sandbox(database_url: str, tmp_path: Path, envoy_binary: Path) -> Iterator[s
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"crm-hub up --sandbox did not come up:\n{(tmp_path / 'up.log').read_text()[-3000:]}")
             time.sleep(0.1)
-        yield base
+        yield Sandbox(url=base, metrics_url=f"http://127.0.0.1:{metrics_port}")
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0, (tmp_path / "up.log").read_text()[-3000:]
@@ -70,10 +79,10 @@ def sandbox(database_url: str, tmp_path: Path, envoy_binary: Path) -> Iterator[s
 
 
 @pytest.mark.parametrize("kind", ["hubspot", "salesforce"])
-def test_the_six_usage_steps_of_the_spec_work_as_documented(sandbox: str, kind: str) -> None:
+def test_the_six_usage_steps_of_the_spec_work_as_documented(sandbox: Sandbox, kind: str) -> None:
     token = mint_token(JWT_SECRET, team_id=f"walk-{kind}-{time.time_ns()}", role="admin")
     auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=sandbox, headers=auth, timeout=10) as api:
+    with httpx.Client(base_url=sandbox.url, headers=auth, timeout=10) as api:
         # 1. Start the OAuth flow.
         started = api.get(f"/integrations/{kind}/start")
         assert started.status_code == 200
@@ -179,3 +188,15 @@ def test_the_six_usage_steps_of_the_spec_work_as_documented(sandbox: str, kind: 
         assert [(state["provider"], state["status"]) for state in states] == [(kind, "synced")]
         changed = api.patch(f"/leads/{auto_id}", json={"fields": {"name": "Automatic"}})
         assert (changed.status_code, changed.json()["changed"]) == (200, True)
+
+    # What an operator's curl on the metrics address shows after the walk: the families moved.
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(httpx.get(f"{sandbox.metrics_url}/metrics", timeout=5).text)
+        for sample in family.samples
+    }
+    assert scraped[("crm_hub_syncs_total", (("action", "created"), ("provider", kind)))] >= 5
+    assert scraped[("crm_hub_syncs_total", (("action", "would_create"), ("provider", kind)))] >= 1
+    assert scraped[("crm_hub_rpc_requests_total", (("code", "OK"), ("method", "SyncService/SyncLead")))] >= 2
+    assert scraped[("crm_hub_crm_requests_total", (("operation", "token"), ("outcome", "ok"), ("provider", kind)))] >= 1
+    assert httpx.get(f"{sandbox.metrics_url}/readyz", timeout=5).text == "ready\n"

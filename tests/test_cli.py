@@ -444,3 +444,25 @@ def test_production_refuses_a_plaintext_gateway_beyond_loopback_before_starting_
     assert "refuses to listen in plaintext on 0.0.0.0:8443" in result.err
     assert "CRM_HUB_TLS_CERT" in result.err
     assert "CRM_HUB_BEHIND_TLS_PROXY" in result.err
+
+
+@pytest.mark.parametrize(
+    ("given", "served"), [(None, "127.0.0.1:9464"), ("off", "off"), ("127.0.0.1:9999", "127.0.0.1:9999")]
+)
+def test_up_serves_metrics_on_the_default_address_unless_told_otherwise(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, given: str | None, served: str
+) -> None:
+    import crm_hub.gateway
+
+    seen: list[Any] = []
+
+    async def record_run_up(settings: Any, gateway: Any, **_: Any) -> int:
+        seen.append(settings.metrics_address)
+        return 0
+
+    monkeypatch.setattr(crm_hub.gateway, "run_up", record_run_up)
+    if given is not None:
+        monkeypatch.setenv("CRM_HUB_METRICS_ADDRESS", given)
+
+    assert run(capsys, "up").code == 0
+    assert seen == [served]

@@ -4,6 +4,7 @@ follows the database — scraped over HTTP from a server that syncs through gRPC
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from crm_hub.core.fleet import FleetGauges
+from crm_hub.errors import ConfigurationError
 from crm_hub.v1 import fields_pb2
 from tests.e2e.conftest import World, running
 from tests.support.tcp_relay import relaying
@@ -165,3 +167,16 @@ async def eventually(read: Callable[[], Awaitable[object]], expected: object, se
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+async def test_a_metrics_address_in_use_stops_the_start_with_an_error_naming_the_variable(
+    database_url: str, tmp_path: Path
+) -> None:
+    fake = FakeHubSpot()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(ConfigurationError, match=f"CRM_HUB_METRICS_ADDRESS {address} cannot be served"):
+            async with running(fake.provider(timeout=5.0), fake, database_url, tmp_path, metrics_address=address):
+                pass

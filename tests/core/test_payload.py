@@ -110,3 +110,16 @@ def test_a_mapping_target_the_crm_no_longer_has_is_refused() -> None:
         build_payload({"email": "a@b.co", "x": "1"}, {"email": "email", "x": "gone"}, FIELDS, provider_label="HubSpot")
     assert caught.value.field_violations[0].field == "mapping[x]"
     assert "no longer has a field 'gone'" in caught.value.field_violations[0].description
+
+
+def test_a_select_option_with_a_wire_value_is_written_as_that_value_whichever_way_the_lead_names_it() -> None:
+    owner = CrmField(
+        name="owner_tier",
+        label="Tier",
+        type="select",
+        options=(FieldOption("gold", "Gold", wire_value=42), FieldOption("silver", "Silver", wire_value=43)),
+    )
+
+    assert [coerce_value(text, owner) for text in ("gold", "Gold", "SILVER")] == [42, 42, 43]
+    with pytest.raises(ValueError, match="not one of the options \\(gold, silver\\)"):
+        coerce_value("42", owner)  # the wire value is the CRM's business, not a name leads may use

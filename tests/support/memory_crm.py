@@ -30,6 +30,7 @@ class MemoryCrm(CrmProvider):
         self.contacts: dict[str, dict[str, object]] = {}
         self.codes: dict[str, str | None] = {}  # code -> expected PKCE verifier challenge
         self.calls: list[str] = []
+        self.updates: list[ContactUpdate] = []
         self.reject_refresh = False
         self.expire_next_calls = 0  # answer this many contact/field calls with AuthExpired
         self._ids = itertools.count(1)
@@ -80,6 +81,7 @@ class MemoryCrm(CrmProvider):
 
     async def update_contacts(self, tokens: TokenSet, updates: Sequence[ContactUpdate]) -> list[WriteResult]:
         self.calls.append("update")
+        self.updates.extend(updates)
         for update in updates:
             self.contacts[update.contact_id].update(update.properties)
         return [WriteResult(contact_id=update.contact_id) for update in updates]

@@ -44,10 +44,10 @@ def coerce_value(value: str, field: CrmField) -> Any:
     if field.type == "select":
         for option in field.options:
             if text == option.value:
-                return option.value
+                return option.written
         for option in field.options:  # be forgiving about case and labels, never about unknown values
             if text.lower() in (option.value.lower(), option.label.lower()):
-                return option.value
+                return option.written
         allowed = ", ".join(option.value for option in field.options[:10])
         raise ValueError(f"{text[:40]!r} is not one of the options ({allowed})")
     if field.type == "email" and not _EMAIL.fullmatch(text):

@@ -69,8 +69,18 @@ PROVIDER_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 @dataclass(frozen=True)
 class FieldOption:
+    """One choice of a ``select`` field. Leads name it by ``value`` or ``label``; the core writes ``wire_value``
+    when the CRM's API takes something else than the value people see (Pipedrive's integer option ids), else
+    ``value``."""
+
     value: str
     label: str
+    wire_value: str | int | None = None
+
+    @property
+    def written(self) -> str | int:
+        """What a write carries for this option."""
+        return self.value if self.wire_value is None else self.wire_value
 
 
 @dataclass(frozen=True)
@@ -180,8 +190,14 @@ class ContactInput:
 
 @dataclass(frozen=True)
 class ContactUpdate:
+    """A change to an existing contact: ``properties`` (CRM field name → value, coerced like ContactInput's) onto
+    ``contact_id``. ``email`` is the match key: the lead's email, lowercased, that the contact was found by (None
+    when there was none). A CRM whose contacts hold several emails keeps it among them and must not lose the
+    others; the properties carry the email field only if the team maps one."""
+
     contact_id: str
     properties: Mapping[str, Any]
+    email: str | None = None
 
 
 @dataclass(frozen=True)

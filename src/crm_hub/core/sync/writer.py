@@ -208,7 +208,9 @@ class ContactWriter:
     ) -> list[tuple[PlannedWrite, WriteResult]]:
         if not updates:
             return []
-        changes = [ContactUpdate(contact_id=w.contact_id or "", properties=w.item.payload) for w in updates]
+        changes = [
+            ContactUpdate(contact_id=w.contact_id or "", properties=w.item.payload, email=w.item.email) for w in updates
+        ]
         return _paired(crm, updates, await self._retry.run(lambda: crm.update_contacts(tokens, changes)))
 
     async def _create(

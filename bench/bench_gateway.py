@@ -19,12 +19,12 @@ from pathlib import Path
 import grpc
 import httpx
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.gateway import EnvoyGateway, GatewaySettings, HostPort
 from crm_hub.plugins import PluginHost
 from crm_hub.rpc.auth import mint_token
 from crm_hub.rpc.server import create_server
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.storage import normalize_database_url, upgrade
 from crm_hub.v1 import status_pb2, status_pb2_grpc
 

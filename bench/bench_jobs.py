@@ -37,13 +37,13 @@ from bench.harness import (
     machine,
     median,
 )
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.hookspecs import hookimpl
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
 from crm_hub.queue import InProcessQueue
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.storage import Database, TeamRepository, new_id, normalize_database_url, upgrade, utcnow
 from crm_hub.storage.models import Lead
 from crm_hub.testing import follow_consent

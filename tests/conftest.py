@@ -24,9 +24,9 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.plugins import PluginHost
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.storage import Database, normalize_database_url, upgrade
 from tests.support.app import JWT_SECRET, VAULT_KEY
 from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin

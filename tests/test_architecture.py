@@ -91,7 +91,7 @@ def test_the_core_knows_no_grpc_or_protobuf() -> None:
 
 def test_the_core_imports_nothing_from_the_layers_above_it() -> None:
     # The caller's identity is the core's own type; the JWT verifier (rpc) produces it, never the other way.
-    above = ("crm_hub.rpc", "crm_hub.gateway", "crm_hub.application", "crm_hub.cli", "jwt")
+    above = ("crm_hub.rpc", "crm_hub.gateway", "crm_hub.service", "jwt")
     offenders = {
         str(path.relative_to(SOURCE)): sorted(n for n in imports_of(path) if n.startswith(above))
         for path in modules_under("core")
@@ -130,3 +130,52 @@ def test_a_fake_crm_imports_without_pytest() -> None:
     loaded = json.loads(result.stdout)
     assert "crm_hub.testing.fakes" in loaded
     assert [name for name in loaded if name.split(".")[0] in {"pytest", "_pytest", "pytest_asyncio"}] == []
+
+
+def test_the_package_root_holds_the_public_api_and_the_ground_and_each_layer_has_its_folder() -> None:
+    modules = {path.stem for path in SOURCE.glob("*.py")} - {"__init__", "__main__"}
+    folders = {path.name for path in SOURCE.iterdir() if path.is_dir() and not path.name.startswith("__")}
+    # The public API of plugin authors, and the ground every layer may use (errors, settings helpers).
+    assert modules == {"errors", "hookspecs", "notifications", "plugins", "sandbox", "settings"}
+    assert folders == {
+        "providers",  # the provider contract and the adapter toolkit (public)
+        "testing",  # the conformance kit and pytest plugin (public)
+        "default_plugins",
+        "observability",
+        "storage",
+        "core",
+        "queue",
+        "rpc",
+        "gateway",
+        "service",
+        "v1",
+    }
+
+
+def test_only_the_service_and_the_testing_kit_import_the_service_layer() -> None:
+    offenders = {
+        str(path.relative_to(SOURCE)): sorted(n for n in imports_of(path) if n.startswith("crm_hub.service"))
+        for path in SOURCE.rglob("*.py")
+        if path.relative_to(SOURCE).parts[0] not in ("service", "testing", "__main__.py")
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_gateway_imports_neither_the_rpc_layer_nor_the_service() -> None:
+    # crm-hub up (the gRPC server and Envoy together) is the service's: the gateway only runs Envoy.
+    offenders = {
+        str(path.relative_to(SOURCE)): sorted(
+            n for n in imports_of(path) if n.startswith(("crm_hub.rpc", "crm_hub.service"))
+        )
+        for path in modules_under("gateway")
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_ground_imports_no_layer() -> None:
+    layers = ("crm_hub.core", "crm_hub.storage", "crm_hub.rpc", "crm_hub.gateway", "crm_hub.service", "crm_hub.queue")
+    ground = [SOURCE / "errors.py", SOURCE / "settings.py", *modules_under("observability")]
+    offenders = {
+        str(path.relative_to(SOURCE)): sorted(n for n in imports_of(path) if n.startswith(layers)) for path in ground
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}

@@ -18,9 +18,9 @@ from sqlalchemy import inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from crm_hub.cli import main
 from crm_hub.core.caller import Role
 from crm_hub.rpc.auth import TokenVerifier
+from crm_hub.service.cli import main
 from crm_hub.storage import Credential, CredentialRepository, Database, TeamRepository, upgrade, utcnow
 from crm_hub.storage.vault import Vault
 from tests.support.fake_distribution import FakeSite, fake_site_in
@@ -452,7 +452,7 @@ def test_production_refuses_a_plaintext_gateway_beyond_loopback_before_starting_
 def test_up_serves_metrics_on_the_default_address_unless_told_otherwise(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, given: str | None, served: str
 ) -> None:
-    import crm_hub.gateway
+    import crm_hub.service.run
 
     seen: list[Any] = []
 
@@ -460,7 +460,7 @@ def test_up_serves_metrics_on_the_default_address_unless_told_otherwise(
         seen.append(settings.metrics_address)
         return 0
 
-    monkeypatch.setattr(crm_hub.gateway, "run_up", record_run_up)
+    monkeypatch.setattr(crm_hub.service.run, "run_up", record_run_up)
     if given is not None:
         monkeypatch.setenv("CRM_HUB_METRICS_ADDRESS", given)
 

@@ -1,4 +1,4 @@
-"""crm_hub.config: Settings read once from the environment, validated, and safe to log."""
+"""crm_hub.service.config: Settings read once from the environment, validated, and safe to log."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from crm_hub.application import Application
-from crm_hub.config import DEFAULT_GRPC_ADDRESS, Settings
 from crm_hub.errors import ConfigurationError
+from crm_hub.service.application import Application
+from crm_hub.service.config import DEFAULT_GRPC_ADDRESS, Settings
 
 DB_PASSWORD = "db-pa55word-that-must-not-leak"
 VAULT_KEY = "vault-key-that-must-not-leak-0123"

@@ -8,7 +8,7 @@ import logging
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from crm_hub.log import JsonFormatter, TextFormatter
+from crm_hub.service.log import JsonFormatter, TextFormatter
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 

@@ -21,7 +21,7 @@ import pytest
 from crm_hub_hubspot.fake import FakeHubSpot
 from google.protobuf import json_format
 
-from crm_hub.cli import main
+from crm_hub.service.cli import main
 from crm_hub.v1 import fields_pb2, status_pb2
 from tests.e2e.conftest import World, running
 from tests.support.fresh_database import fresh_database_url

@@ -1,5 +1,5 @@
 import sys
 
-from crm_hub.cli import main
+from crm_hub.service.cli import main
 
 sys.exit(main())

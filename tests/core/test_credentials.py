@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.errors import RefreshRejected
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import TokenSet
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.storage import IntegrationRepository, IntegrationStatus, TeamRepository
 from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
 

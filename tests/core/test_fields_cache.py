@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmField, TokenSet
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.storage import Integration, IntegrationRepository, IntegrationStatus, TeamRepository
 from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
 

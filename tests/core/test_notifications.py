@@ -9,12 +9,12 @@ import time
 import httpx
 import pytest
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.default_plugins.slack import SlackNotifier
 from crm_hub.notifications import Notification, NotificationDispatcher
 from crm_hub.plugins import PluginHost
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 
 FAILED_SYNC = Notification(
     kind="sync_failed",

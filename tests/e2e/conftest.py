@@ -17,8 +17,6 @@ from crm_hub_hubspot.fake import FakeHubSpot
 from crm_hub_salesforce import SalesforceProvider, SalesforceSettings
 from crm_hub_salesforce.fake import FakeSalesforce
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.default_plugins.slack import SlackNotifier
@@ -27,6 +25,8 @@ from crm_hub.notifications import Notifier
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
 from crm_hub.rpc.server import create_server
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.testing import follow_consent
 from crm_hub.v1 import (
     fields_pb2_grpc,

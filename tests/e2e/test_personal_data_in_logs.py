@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from crm_hub.log import configure_logging
+from crm_hub.service.log import configure_logging
 from tests.e2e.conftest import World
 from tests.e2e.test_hubspot_flow import connected_with_mapping
 

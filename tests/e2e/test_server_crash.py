@@ -19,9 +19,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.caller import Caller, Principal, Role
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.testing import follow_consent
 from crm_hub.v1 import sync_pb2, sync_pb2_grpc
 from tests.e2e.test_worker_crash import crm_on_a_socket, until

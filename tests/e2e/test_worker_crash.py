@@ -21,9 +21,9 @@ import pytest
 from crm_hub_hubspot.fake import FakeHubSpot
 from crm_hub_salesforce.fake import FakeSalesforce
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.caller import Caller, Principal, Role
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.testing import follow_consent
 from crm_hub.testing.fakes import serving
 from tests.e2e.test_hubspot_flow import MAPPING as HUBSPOT_MAPPING

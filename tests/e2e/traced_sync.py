@@ -20,13 +20,13 @@ import grpc
 from crm_hub_hubspot.fake import FakeHubSpot
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.hookspecs import hookimpl
 from crm_hub.observability import tracing
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
 from crm_hub.rpc.server import create_server
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.testing import follow_consent
 from crm_hub.testing.fakes import serving
 from crm_hub.v1 import (

@@ -25,11 +25,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.gateway import EnvoyGateway, EnvoyNotFound, GatewaySettings, HostPort, find_envoy
 from crm_hub.plugins import PluginHost
 from crm_hub.rpc.server import create_server
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from tests.support.app import JWT_SECRET, VAULT_KEY, bearer
 from tests.support.memory_crm import MemoryCrm, MemoryCrmPlugin
 

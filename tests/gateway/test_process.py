@@ -13,8 +13,9 @@ import grpc
 import httpx
 import pytest
 
-from crm_hub.config import Settings
-from crm_hub.gateway import EnvoyGateway, EnvoyNotFound, GatewayError, HostPort, find_envoy, run_up
+from crm_hub.gateway import EnvoyGateway, EnvoyNotFound, GatewayError, HostPort, find_envoy
+from crm_hub.service.config import Settings
+from crm_hub.service.run import run_up
 from crm_hub.v1 import status_pb2, status_pb2_grpc
 from tests.gateway.conftest import gateway_settings, headers, make_application
 from tests.support.app import JWT_SECRET, VAULT_KEY, bearer

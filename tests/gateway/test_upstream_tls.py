@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from crm_hub.application import Application
 from crm_hub.gateway import EnvoyGateway, GatewaySettings, HostPort, parse_address
 from crm_hub.rpc.server import create_server
+from crm_hub.service.application import Application
 from crm_hub.v1 import status_pb2, status_pb2_grpc
 from tests.gateway.conftest import assert_gateway_error, gateway_settings, grpc_server, headers
 from tests.support.app import bearer

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import pytest
 
-from crm_hub.application import Application
 from crm_hub.rpc.server import create_server
+from crm_hub.service.application import Application
 from tests.support.app import JWT_SECRET, VAULT_KEY, Metadata, bearer
 
 __all__ = ["JWT_SECRET", "VAULT_KEY", "Metadata"]

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from crm_hub.application import Application
 from crm_hub.rpc.errors import MAX_FIELD_VIOLATIONS
 from crm_hub.rpc.interceptors import MAX_REQUEST_BYTES, MAX_TOKEN_BYTES
+from crm_hub.service.application import Application
 from crm_hub.storage import LeadRepository
 from crm_hub.v1 import (
     fields_pb2,

@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from crm_hub.application import Application
 from crm_hub.rpc.auth import mint_token
 from crm_hub.rpc.server import SERVICE_NAMES
+from crm_hub.service.application import Application
 from crm_hub.storage import TimelineRepository
 from crm_hub.v1 import fields_pb2, fields_pb2_grpc, leads_pb2, leads_pb2_grpc, status_pb2, status_pb2_grpc
 from tests.rpc.conftest import JWT_SECRET, Metadata

@@ -10,10 +10,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crm_hub.application import Application
-from crm_hub.config import Settings, check_listener_security
 from crm_hub.errors import ConfigurationError
 from crm_hub.rpc.server import create_server
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings, check_listener_security
 from crm_hub.v1 import status_pb2, status_pb2_grpc
 from tests.support.app import bearer
 from tests.support.certificates import ThrowawayAuthority

@@ -8,7 +8,8 @@
   details}``.
 - ``descriptors``: the committed descriptor set Envoy transcodes with (``crm_hub.binpb``).
 - ``openapi``: gateway/openapi.json, generated from the same descriptors.
-- ``process``: EnvoyGateway (start, ready, stop) and ``run_up`` (gRPC server + Envoy: ``crm-hub up``).
+- ``process``: EnvoyGateway (start, ready, stop) and ``run_gateway`` (``crm-hub gateway``); ``crm-hub up``, the
+  gRPC server with Envoy in front, is ``crm_hub.service.run.run_up``.
 
     python -m crm_hub.gateway generate   # rewrite crm_hub.binpb and gateway/openapi.json
     python -m crm_hub.gateway check      # exit 1 if either is stale
@@ -24,7 +25,6 @@ from crm_hub.gateway.process import (
     UpstreamRequests,
     find_envoy,
     run_gateway,
-    run_up,
 )
 
 __all__ = [
@@ -39,5 +39,4 @@ __all__ = [
     "parse_address",
     "render_config",
     "run_gateway",
-    "run_up",
 ]

@@ -40,10 +40,10 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, ValidationInfo, f
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 
-from crm_hub.config import DEFAULT_GRPC_ADDRESS, invalid_setting, variable, variables_in
 from crm_hub.errors import ConfigurationError
 from crm_hub.gateway.descriptors import descriptor_set_path, load_descriptor_set
 from crm_hub.gateway.http_rules import http_bindings, path_template_segments, service_names
+from crm_hub.settings import DEFAULT_GRPC_ADDRESS, invalid_setting, variable, variables_in
 
 __all__ = [
     "DEFAULT_HTTP_ADDRESS",

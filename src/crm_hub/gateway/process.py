@@ -1,4 +1,4 @@
-"""Envoy as a child process: ``EnvoyGateway`` (started, ready, stopped) and ``run_up`` (gRPC server + Envoy).
+"""Envoy as a child process: ``EnvoyGateway`` (started, ready, stopped) and ``run_gateway`` (``crm-hub gateway``).
 
     async with EnvoyGateway(GatewaySettings(...)) as gateway:
         httpx.get(f"{gateway.url}/integrations/status", ...)
@@ -19,21 +19,16 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import httpx
 
 from crm_hub.errors import ConfigurationError
-from crm_hub.gateway.config import GatewaySettings, HostPort, lua_script_path, parse_address, render_config
+from crm_hub.gateway.config import GatewaySettings, HostPort, lua_script_path, render_config
 from crm_hub.gateway.descriptors import DESCRIPTOR_SET_NAME, descriptor_set_path
-
-if TYPE_CHECKING:
-    from crm_hub.application import Application
-    from crm_hub.config import Settings
 
 __all__ = [
     "EnvoyGateway",
@@ -42,7 +37,7 @@ __all__ = [
     "UpstreamRequests",
     "find_envoy",
     "run_gateway",
-    "run_up",
+    "until_signal_or_exit",
 ]
 
 logger = logging.getLogger("crm_hub.gateway")
@@ -388,7 +383,7 @@ class EnvoyGateway:
 # -- `crm-hub up` and `crm-hub gateway` --------------------------------------------------------------------
 
 
-async def _until_signal_or_exit(gateway: EnvoyGateway, stop: asyncio.Event | None) -> bool:
+async def until_signal_or_exit(gateway: EnvoyGateway, stop: asyncio.Event | None) -> bool:
     """Wait for SIGTERM/SIGINT (or ``stop``); False if Envoy exited on its own first."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -416,60 +411,7 @@ async def run_gateway(gateway_settings: GatewaySettings, *, stop: asyncio.Event 
             "gateway ready",
             extra={"url": gateway.url, "upstreams": [str(u) for u in gateway_settings.upstreams]},
         )
-        clean = await _until_signal_or_exit(gateway, stop)
+        clean = await until_signal_or_exit(gateway, stop)
         logger.info("shutting down")
         await gateway.drain()
-    return 0 if clean else 1
-
-
-async def run_up(
-    settings: Settings,
-    gateway_settings: GatewaySettings | None = None,
-    *,
-    application: Application | None = None,
-    stop: asyncio.Event | None = None,
-    on_ready: Callable[[EnvoyGateway], None] | None = None,
-) -> int:
-    """``crm-hub up``: the gRPC server and Envoy in front of it, until SIGTERM/SIGINT (or ``stop``).
-
-    ``settings`` is crm_hub's Settings (the gRPC server binds ``settings.grpc_address``); the gateway
-    listens on ``gateway_settings.http_address`` (default: from the environment) and proxies to this
-    server only. Shutdown order: Envoy stops accepting and lets requests in flight finish, then the gRPC
-    server reports NOT_SERVING and drains, then the application closes. Returns an exit status (1 if
-    Envoy died). ``on_ready`` is called with the started gateway once both are serving.
-    """
-    from crm_hub.application import Application
-    from crm_hub.rpc.server import SHUTDOWN_GRACE_SECONDS, create_server
-
-    app = application if application is not None else Application.from_settings(settings)
-    try:
-        providers = app.load_providers()  # before binding: a broken plugin fails the start
-        server, port, health = await create_server(app)
-        await server.start()
-        await app.start_background(worker=True)  # everything in one process: on PostgreSQL it runs jobs too
-        try:
-            bound = parse_address(settings.grpc_address, setting="CRM_HUB_GRPC_ADDRESS")
-            upstream = HostPort(bound.host, port)
-            gateway_settings = (gateway_settings or GatewaySettings.from_env()).with_upstreams([upstream])
-            async with EnvoyGateway(gateway_settings, inherit_output=True) as gateway:
-                logger.info(
-                    "serving",
-                    extra={
-                        "url": gateway.url,
-                        "grpc_address": str(upstream),
-                        "providers": providers,
-                        "envoy_startup_ms": round((gateway.startup_seconds or 0) * 1000, 1),
-                    },
-                )
-                if on_ready is not None:
-                    on_ready(gateway)
-                clean = await _until_signal_or_exit(gateway, stop)
-                logger.info("shutting down", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
-                await gateway.drain()
-        finally:
-            await health.enter_graceful_shutdown()
-            await server.stop(SHUTDOWN_GRACE_SECONDS)
-    finally:
-        await app.aclose()
-    logger.info("stopped")
     return 0 if clean else 1

@@ -1,29 +1,31 @@
-"""The grpc.aio server: crm_hub's five services, health checking, reflection and graceful shutdown."""
+"""The grpc.aio server: crm_hub's five services, health checking and reflection (``crm_hub.service.run`` starts
+and stops it)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # health.aio, which the type stubs don't know
 from grpc_reflection.v1alpha import reflection
 
-from crm_hub.application import Application
-from crm_hub.config import Settings, check_listener_security
 from crm_hub.errors import ConfigurationError
 from crm_hub.observability import tracing
+from crm_hub.observability.health import Readiness
+from crm_hub.rpc.auth import TokenVerifier
 from crm_hub.rpc.interceptors import MAX_REQUEST_BYTES, ServerInterceptor
 from crm_hub.rpc.servicers import (
+    CoreServices,
     FieldsServicer,
     IntegrationsServicer,
     LeadsServicer,
     StatusServicer,
     SyncServicer,
 )
+from crm_hub.settings import ListenerPolicy, check_listener_security
 from crm_hub.v1 import (
     fields_pb2,
     fields_pb2_grpc,
@@ -37,7 +39,7 @@ from crm_hub.v1 import (
     sync_pb2_grpc,
 )
 
-__all__ = ["SERVICE_NAMES", "create_server", "serve"]
+__all__ = ["SERVICE_NAMES", "SHUTDOWN_GRACE_SECONDS", "ServedApplication", "ServerSettings", "create_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,38 @@ SERVER_OPTIONS = (
 )
 
 
+class ServerSettings(ListenerPolicy, Protocol):
+    """What the server reads of the service's settings."""
+
+    @property
+    def grpc_address(self) -> str: ...
+
+    @property
+    def grpc_tls_cert(self) -> Path | None: ...
+
+    @property
+    def grpc_tls_key(self) -> Path | None: ...
+
+    @property
+    def grpc_tls_client_ca(self) -> Path | None: ...
+
+
+class ServedApplication(CoreServices, Protocol):
+    """What the server needs of the composed service (``crm_hub.service.Application``): the core's use cases,
+    the token verifier, readiness and the settings it listens by."""
+
+    @property
+    def verifier(self) -> TokenVerifier: ...
+
+    @property
+    def readiness(self) -> Readiness: ...
+
+    @property
+    def settings(self) -> ServerSettings: ...
+
+
 async def create_server(
-    application: Application, address: str | None = None
+    application: ServedApplication, address: str | None = None
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Build (but don't start) the server bound to ``address`` ("host:0" picks a free port).
 
@@ -106,7 +138,7 @@ async def create_server(
     return server, port, health_servicer
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
     """TLS credentials from CRM_HUB_GRPC_TLS_CERT/KEY (mutual TLS with CRM_HUB_GRPC_TLS_CLIENT_CA), or None."""
     if settings.grpc_tls_cert is None or settings.grpc_tls_key is None:
         return None
@@ -127,41 +159,3 @@ def _read_pem(path: Path, setting: str) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise ConfigurationError(f"{setting} names no readable file: {path} ({error.strerror})") from None
-
-
-async def serve(application: Application) -> None:
-    """Serve until SIGTERM or SIGINT, then drain in-flight calls for up to SHUTDOWN_GRACE_SECONDS."""
-    providers = application.load_providers()  # before binding: a broken plugin fails the start
-    server, port, health_servicer = await create_server(application)
-    await server.start()
-    await application.start_background()
-    host = application.settings.grpc_address.rpartition(":")[0]
-    logger.info(
-        "serving",
-        extra={
-            "address": f"{host}:{port}",
-            "tls": application.settings.grpc_tls_cert is not None,
-            "providers": providers,
-        },
-    )
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-        logger.info("shutting down", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
-        # Tell load balancers first and keep serving until their health checks have seen it (drain_seconds),
-        # then stop taking new calls while in-flight ones finish.
-        await application.readiness.set_stopping()
-        await health_servicer.enter_graceful_shutdown()
-        if application.settings.drain_seconds:
-            logger.info("draining", extra={"drain_seconds": application.settings.drain_seconds})
-            await asyncio.sleep(application.settings.drain_seconds)
-        await server.stop(SHUTDOWN_GRACE_SECONDS)
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        await application.aclose()
-    logger.info("stopped")

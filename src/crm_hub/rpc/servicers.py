@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
-from crm_hub.application import Application
+from crm_hub.core.connections import ConnectionService
+from crm_hub.core.fields import FieldCatalog
+from crm_hub.core.leads import LeadService
+from crm_hub.core.status import StatusReporter
+from crm_hub.core.sync import SyncEngine
+from crm_hub.core.sync.auto import AutoSync
+from crm_hub.core.sync.jobs import SyncJobs
 from crm_hub.rpc import convert
 from crm_hub.rpc.interceptors import current_caller
 from crm_hub.v1 import (
@@ -23,13 +29,45 @@ from crm_hub.v1 import (
     sync_pb2_grpc,
 )
 
-__all__ = ["FieldsServicer", "IntegrationsServicer", "LeadsServicer", "StatusServicer", "SyncServicer"]
+__all__ = [
+    "CoreServices",
+    "FieldsServicer",
+    "IntegrationsServicer",
+    "LeadsServicer",
+    "StatusServicer",
+    "SyncServicer",
+]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+class CoreServices(Protocol):
+    """The core's use cases the servicers call (the composed service has them all)."""
+
+    @property
+    def connections(self) -> ConnectionService: ...
+
+    @property
+    def auto(self) -> AutoSync: ...
+
+    @property
+    def fields(self) -> FieldCatalog: ...
+
+    @property
+    def sync(self) -> SyncEngine: ...
+
+    @property
+    def jobs(self) -> SyncJobs: ...
+
+    @property
+    def status(self) -> StatusReporter: ...
+
+    @property
+    def leads(self) -> LeadService: ...
+
+
 class IntegrationsServicer(integrations_pb2_grpc.IntegrationsServiceServicer):
-    def __init__(self, application: Application) -> None:
+    def __init__(self, application: CoreServices) -> None:
         self._connections = application.connections
         self._auto = application.auto
 
@@ -81,7 +119,7 @@ class IntegrationsServicer(integrations_pb2_grpc.IntegrationsServiceServicer):
 
 
 class FieldsServicer(fields_pb2_grpc.FieldsServiceServicer):
-    def __init__(self, application: Application) -> None:
+    def __init__(self, application: CoreServices) -> None:
         self._fields = application.fields
 
     async def ListFields(
@@ -104,7 +142,7 @@ class FieldsServicer(fields_pb2_grpc.FieldsServiceServicer):
 
 
 class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
-    def __init__(self, application: Application) -> None:
+    def __init__(self, application: CoreServices) -> None:
         self._sync = application.sync
         self._jobs = application.jobs
 
@@ -174,7 +212,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
 
 
 class StatusServicer(status_pb2_grpc.StatusServiceServicer):
-    def __init__(self, application: Application) -> None:
+    def __init__(self, application: CoreServices) -> None:
         self._status = application.status
 
     async def GetStatus(self, request: status_pb2.GetStatusRequest, context: Context) -> status_pb2.GetStatusResponse:
@@ -186,7 +224,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
 
 
 class LeadsServicer(leads_pb2_grpc.LeadsServiceServicer):
-    def __init__(self, application: Application) -> None:
+    def __init__(self, application: CoreServices) -> None:
         self._leads = application.leads
 
     async def CreateLead(self, request: leads_pb2.CreateLeadRequest, context: Context) -> leads_pb2.CreateLeadResponse:

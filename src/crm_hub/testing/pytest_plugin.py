@@ -20,14 +20,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from crm_hub.application import Application
-from crm_hub.config import Settings
 from crm_hub.core.retry import RetryPolicy
 from crm_hub.hookspecs import hookimpl
 from crm_hub.notifications import Notifier
 from crm_hub.plugins import PluginHost
 from crm_hub.providers import CrmProvider
 from crm_hub.rpc.auth import mint_token
+from crm_hub.service.application import Application
+from crm_hub.service.config import Settings
 from crm_hub.storage import normalize_database_url, upgrade
 
 __all__ = ["CrmHubServer", "RunningHub", "crm_hub_server"]

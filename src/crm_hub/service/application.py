@@ -7,7 +7,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from crm_hub.config import Settings
 from crm_hub.core.budget import RateBudgets
 from crm_hub.core.connections import ConnectionService
 from crm_hub.core.credentials import CredentialStore
@@ -27,6 +26,7 @@ from crm_hub.observability.ops_server import OpsServer
 from crm_hub.plugins import PluginHost
 from crm_hub.queue import InProcessQueue, ProcrastinateQueue, WorkerOptions
 from crm_hub.rpc.auth import TokenVerifier
+from crm_hub.service.config import Settings
 from crm_hub.storage import Database, normalize_database_url
 from crm_hub.storage.secret_files import load_or_create_secret
 from crm_hub.storage.vault import Vault, vault_from_settings

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -16,15 +15,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
-from crm_hub.application import Application, jwt_secret_for
-from crm_hub.config import DEFAULT_METRICS_ADDRESS, Settings, check_listener_security
 from crm_hub.core.caller import Caller, Principal, Role
 from crm_hub.core.status import IntegrationState, StatusReporter
 from crm_hub.errors import ConfigurationError, StorageUnavailable, VaultError
-from crm_hub.log import configure_logging
 from crm_hub.plugins import PluginHost
-from crm_hub.queue import WorkerOptions
 from crm_hub.rpc.auth import mint_token
+from crm_hub.service.application import Application, jwt_secret_for
+from crm_hub.service.config import DEFAULT_METRICS_ADDRESS, Settings, check_listener_security
+from crm_hub.service.log import configure_logging
 from crm_hub.storage import CredentialRepository, Database, normalize_database_url, upgrade
 from crm_hub.storage.vault import vault_from_settings
 
@@ -37,7 +35,7 @@ logger = logging.getLogger("crm_hub")
 
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
-    from crm_hub.rpc.server import serve
+    from crm_hub.service.run import serve
 
     application = Application.from_settings(settings)
     asyncio.run(serve(application))
@@ -45,7 +43,8 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from crm_hub.gateway import GatewayError, GatewaySettings, run_up
+    from crm_hub.gateway import GatewayError, GatewaySettings
+    from crm_hub.service.run import run_up
 
     if settings.metrics_address is None:  # everything in one process: its metrics and readiness too
         settings = dataclasses.replace(settings, metrics_address=DEFAULT_METRICS_ADDRESS)
@@ -62,7 +61,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _up_in_sandbox(settings: Settings, gateway: GatewaySettings) -> int:
     """``crm-hub up --sandbox``: every installed provider pointed at its bundled fake, served on loopback."""
-    from crm_hub.gateway import run_up
+    from crm_hub.service.run import run_up
 
     plugins = PluginHost(allowlist=settings.plugins)
     http = gateway.http_address
@@ -86,32 +85,10 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             "crm-hub worker runs sync jobs from PostgreSQL (DATABASE_URL=postgresql://...); on the embedded SQLite "
             "database, crm-hub serve and crm-hub up run them themselves."
         )
-    asyncio.run(_run_worker(application))
+    from crm_hub.service.run import run_worker
+
+    asyncio.run(run_worker(application))
     return 0
-
-
-async def _run_worker(application: Application) -> None:
-    """Run batches until SIGTERM/SIGINT; a batch under way then gets its grace period, or is handed back."""
-    application.load_providers()  # a broken plugin fails the start, not the first batch
-    queue = application.jobs.queue
-    assert queue is not None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await application.start_background(worker=True)
-    logger.info(
-        "worker running",
-        extra={"queue": application.settings.queue_name, "concurrency": application.settings.worker_concurrency},
-    )
-    try:
-        await stop.wait()
-        logger.info("worker stopping", extra={"grace_seconds": WorkerOptions().shutdown_grace_seconds})
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        await application.aclose()
-    logger.info("worker stopped")
 
 
 def _gateway(settings: Settings, _: argparse.Namespace) -> int:
@@ -170,7 +147,7 @@ def _plugins(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from crm_hub import status_report
+    from crm_hub.service import status_report
 
     try:
         report, problems = asyncio.run(_read_status(settings, args.team))

@@ -4,52 +4,23 @@ configuration table lists them all), its type and its checks; a wrong value stop
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
 from crm_hub.errors import ConfigurationError
+from crm_hub.settings import DEFAULT_GRPC_ADDRESS, check_listener_security, invalid_setting, variable, variables_in
 
-__all__ = [
-    "DEFAULT_GRPC_ADDRESS",
-    "DEFAULT_METRICS_ADDRESS",
-    "Settings",
-    "check_listener_security",
-    "invalid_setting",
-    "variable",
-    "variables_in",
-]
+__all__ = ["DEFAULT_GRPC_ADDRESS", "DEFAULT_METRICS_ADDRESS", "Settings", "check_listener_security"]
 
-DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
 #: Where ``crm-hub up`` serves metrics and readiness unless CRM_HUB_METRICS_ADDRESS says otherwise.
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-
-
-def variable(name: str, default: Any, *, secret: bool = False) -> Any:
-    """A setting read from the environment variable ``name`` (``default`` when it is unset or blank); a
-    ``secret`` one is left out of ``repr``."""
-    return Field(default, validation_alias=name, repr=not secret)
-
-
-def variables_in(fields: Mapping[str, FieldInfo], environ: Mapping[str, str] | None) -> dict[str, str]:
-    """The variables of ``fields`` that ``environ`` (the process environment by default) sets, by name."""
-    env = os.environ if environ is None else environ
-    names = (str(field.validation_alias) for field in fields.values() if field.validation_alias)
-    return {name: env[name] for name in names if name in env}
-
-
-def invalid_setting(error: ValidationError) -> ConfigurationError:
-    """A type pydantic refused before our own checks ran, as the error that names the variable."""
-    first = error.errors()[0]
-    return ConfigurationError(f"{first['loc'][0]} is not valid: {first['msg']}")
 
 
 @dataclass(frozen=True, config=ConfigDict(validate_by_name=True, validate_by_alias=True))
@@ -219,28 +190,3 @@ _FIELDS: dict[str, FieldInfo] = Settings.__pydantic_fields__  # type: ignore[att
 #: Each setting's environment variable, by field name.
 _VARIABLES: dict[str, str] = {name: str(field.validation_alias) for name, field in _FIELDS.items()}
 _FROM_ENVIRONMENT = TypeAdapter(Settings)
-
-
-def check_listener_security(settings: Settings, address: str, *, tls: bool, tls_settings: str) -> None:
-    """In production, refuse to listen in plaintext beyond loopback unless a TLS-terminating proxy is declared.
-
-    ``tls_settings`` names the variables that would give this listener TLS, for the error message.
-    """
-    if not settings.production or tls or settings.behind_tls_proxy:
-        return
-    if not _is_loopback(address.rpartition(":")[0]):
-        raise ConfigurationError(
-            f"CRM_HUB_ENV=production refuses to listen in plaintext on {address}: set {tls_settings}, listen on "
-            "loopback, or set CRM_HUB_BEHIND_TLS_PROXY=true if a TLS-terminating proxy (the gateway with "
-            "CRM_HUB_TLS_CERT, a load balancer) is the only way in."
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name, or "" (every interface)

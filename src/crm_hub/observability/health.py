@@ -27,17 +27,21 @@ class Readiness:
 
     database_ok: bool = True
     stopping: bool = False
+    #: Work the process exists for has stopped on its own (a worker's job runner): what stopped.
+    broken: str | None = None
     _listeners: list[Listener] = field(default_factory=list, repr=False)
 
     @property
     def ready(self) -> bool:
-        return self.database_ok and not self.stopping
+        return self.database_ok and not self.stopping and self.broken is None
 
     @property
     def reason(self) -> str:
         """Why the process is not ready, in a few words ("" when it is)."""
         if self.stopping:
             return "stopping"
+        if self.broken is not None:
+            return self.broken
         return "" if self.database_ok else "database unreachable"
 
     def on_change(self, listener: Listener) -> None:
@@ -46,6 +50,12 @@ class Readiness:
 
     async def set_stopping(self) -> None:
         await self._set(stopping=True)
+
+    async def set_broken(self, what: str) -> None:
+        """Not ready for good: ``what`` stopped (until the process is restarted)."""
+        before = self.ready
+        self.broken = what
+        await self._tell(before)
 
     async def check_database(self, ping: Callable[[], Awaitable[None]]) -> bool:
         """Ping the database once (bounded by DATABASE_CHECK_TIMEOUT_SECONDS); returns whether it answered."""
@@ -76,6 +86,9 @@ class Readiness:
             self.database_ok = database_ok
         if stopping is not None:
             self.stopping = stopping
+        await self._tell(before)
+
+    async def _tell(self, before: bool) -> None:
         if self.ready != before:
             for listener in self._listeners:
                 try:

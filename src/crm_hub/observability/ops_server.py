@@ -7,6 +7,7 @@ does, so a scrape never waits for the event loop (nor the event loop for a scrap
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +23,10 @@ __all__ = ["OpsServer"]
 StartResponse = Callable[..., Any]
 
 
+class _IPv6Server(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # a scrape every few seconds is no news
         return None
@@ -33,7 +38,8 @@ class OpsServer:
     def __init__(self, host: str, port: int, readiness: Readiness, registry: CollectorRegistry) -> None:
         self._readiness = readiness
         self._metrics = make_wsgi_app(registry)
-        self._server = make_server(host, port, self._app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler)
+        server_class = _IPv6Server if ":" in host else ThreadingWSGIServer
+        self._server = make_server(host, port, self._app, server_class=server_class, handler_class=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="crm-hub-ops", daemon=True)
 
     @property

@@ -144,7 +144,7 @@ class Application:
         elif isinstance(self.jobs.queue, ProcrastinateQueue):
             await self.jobs.queue.open()
             if worker:
-                self._maintenance = asyncio.get_running_loop().create_task(self.jobs.queue.run_worker())
+                self._maintenance = asyncio.get_running_loop().create_task(self._run_jobs(self.jobs.queue))
 
     async def _watch_health(self) -> None:
         """Check the database now and every CRM_HUB_HEALTH_CHECK_SECONDS; serve the operations address if asked
@@ -164,6 +164,15 @@ class Application:
             self.ops_server.start()
             self._watchers.append(loop.create_task(FleetGauges(self.database, self.plugins).refresh_every()))
             logger.info("operations address serving", extra={"address": f"{address[0]}:{self.ops_server.port}"})
+
+    async def _run_jobs(self, queue: ProcrastinateQueue) -> None:
+        """The job worker; should it stop on its own, the process is no longer ready (its probe restarts it)."""
+        try:
+            await queue.run_worker()
+        except Exception as error:
+            logger.exception("the job worker stopped")
+            await self.readiness.set_broken(f"the job worker stopped ({type(error).__name__})")
+            raise
 
     async def _reconcile_every(self, seconds: float) -> None:
         while True:

@@ -9,9 +9,11 @@ the operator asks for the per-team families (``CRM_HUB_METRICS_TEAM_LABELS``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 import httpx
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from crm_hub.providers import CrmOperation, CrmRequest, observe_every_request
 
@@ -36,6 +38,7 @@ __all__ = [
     "VAULT_DECRYPT_FAILURES",
     "CrmRequestMetrics",
     "count_crm_requests",
+    "count_rpc",
     "count_syncs",
     "crm_outcome",
     "observe_pool",
@@ -111,6 +114,31 @@ VAULT_DECRYPT_FAILURES = Counter(
 DB_POOL_IN_USE = Gauge("crm_hub_db_pool_connections_in_use", "Database connections checked out of the pool.")
 DB_ERRORS = Counter("crm_hub_db_errors", "Database statements that failed, by kind of error.", ["kind"])
 
+_Family = TypeVar("_Family", bound=MetricWrapperBase)
+
+
+class _Children(Generic[_Family]):
+    """A family's labelled children, each looked up once: ``labels()`` checks the values and takes a lock on
+    every call, which the hot path (every RPC, CRM request and sync) need not pay again. For families whose
+    label values are few (methods, codes, providers, operations, outcomes, actions) and never removed."""
+
+    def __init__(self, family: _Family) -> None:
+        self._family = family
+        self._children: dict[tuple[str, ...], _Family] = {}
+
+    def __call__(self, *values: str) -> _Family:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._family.labels(*values)
+        return child
+
+
+_rpc_requests = _Children(RPC_REQUESTS)
+_rpc_seconds = _Children(RPC_SECONDS)
+_crm_requests = _Children(CRM_REQUESTS)
+_crm_request_seconds = _Children(CRM_REQUEST_SECONDS)
+_syncs = _Children(SYNCS)
+
 _per_team = False
 
 
@@ -151,14 +179,20 @@ class CrmRequestMetrics:
         return None
 
     def finished(self, provider: str, operation: CrmOperation, request: CrmRequest) -> None:
-        CRM_REQUESTS.labels(provider, operation, crm_outcome(request)).inc()
-        CRM_REQUEST_SECONDS.labels(provider, operation).observe(request.seconds)
+        _crm_requests(provider, operation, crm_outcome(request)).inc()
+        _crm_request_seconds(provider, operation).observe(request.seconds)
+
+
+def count_rpc(method: str, code: str, seconds: float) -> None:
+    """One RPC served (``method`` as Service/Method, ``code`` the gRPC status code's name) and its time."""
+    _rpc_requests(method, code).inc()
+    _rpc_seconds(method, code).observe(seconds)
 
 
 def count_syncs(team_id: str, provider: str, actions: Iterable[str]) -> None:
     """One sync per action (created, failed, would_create, ...), by team too when asked."""
     for action in actions:
-        SYNCS.labels(provider, action).inc()
+        _syncs(provider, action).inc()
         if _per_team:
             TEAM_SYNCS.labels(team_id, provider, action).inc()
 

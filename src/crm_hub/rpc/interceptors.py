@@ -122,15 +122,27 @@ class _Call:
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs lag grpc.aio
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
+        #: The handler served for each registered method, made on its first call: the method's handler is the
+        #: same on every call, so neither the lookup nor the wrapping is paid again.
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
 
     async def intercept_service(  # type: ignore[override]  # returning None means "no such method"
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
+        if method in self._handlers:
+            return self._handlers[method]
+        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
+        if handler is None:
+            return None  # not remembered: a client may name any number of methods that do not exist
+        served = self._handlers[method] = self._serving(method, handler)
+        return served
+
+    def _serving(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """The handler that runs ``method`` through every step of this interceptor."""
+        if method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
         deserializer = _guarded(handler.request_deserializer)
         if handler.unary_unary is not None:
@@ -234,8 +246,7 @@ def _access_log(call: _Call) -> Iterator[None]:
     finally:
         seconds = time.perf_counter() - call.started
         method = call.method.rpartition(".")[2]  # "/crm_hub.v1.SyncService/SyncLead" -> "SyncService/SyncLead"
-        metrics.RPC_REQUESTS.labels(method, call.code.name).inc()
-        metrics.RPC_SECONDS.labels(method, call.code.name).observe(seconds)
+        metrics.count_rpc(method, call.code.name, seconds)
         logger.info(
             "rpc",
             extra={

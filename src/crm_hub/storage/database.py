@@ -13,6 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import PoolResetState
 
 from crm_hub.errors import ConfigurationError, StorageUnavailable
 from crm_hub.observability import metrics
@@ -70,20 +71,47 @@ def create_engine(url: str) -> AsyncEngine:
     sa_url = make_url(_with_async_driver(url))
     if sa_url.get_backend_name() == "sqlite":
         # hide_parameters: a failing statement's error (which may be logged) must not carry lead data or tokens.
-        engine = create_async_engine(sa_url, hide_parameters=True)
+        engine = create_async_engine(sa_url, hide_parameters=True, pool_reset_on_return=None)
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
-        return engine
-    return create_async_engine(
-        sa_url,
-        hide_parameters=True,
-        pool_size=10,
-        max_overflow=10,
-        # No ping before every checkout (a round trip on every session of the sync path): a connection a load
-        # balancer or PgBouncer dropped fails its statement, the pool then drops all its connections, and the
-        # caller hears UNAVAILABLE (try again) once. Recycling keeps connections younger than such timeouts.
-        pool_pre_ping=False,
-        pool_recycle=900,
-    )
+    else:
+        engine = create_async_engine(
+            sa_url,
+            hide_parameters=True,
+            pool_size=10,
+            max_overflow=10,
+            # No ping before every checkout (a round trip on every session of the sync path): a connection a load
+            # balancer or PgBouncer dropped fails its statement, the pool then drops all its connections, and the
+            # caller hears UNAVAILABLE (try again) once. Recycling keeps connections younger than such timeouts.
+            pool_pre_ping=False,
+            pool_recycle=900,
+            pool_reset_on_return=None,
+        )
+    event.listen(engine.sync_engine, "reset", _roll_back_if_in_transaction)
+    return engine
+
+
+def _roll_back_if_in_transaction(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
+    """The pool's reset of a connection coming back (``pool_reset_on_return=None`` hands it to us): roll back
+    what is still open, as SQLAlchemy's default would — but not after a commit, when the driver says nothing is
+    open. SQLAlchemy rolls back regardless, and each aiosqlite rollback is a trip to its thread and back: three
+    of a sync's 23. A connection garbage-collected unreturned is not touched (SQLAlchemy's own rule)."""
+    if state.transaction_was_reset or not state.asyncio_safe:
+        return
+    if _in_transaction(record.driver_connection):
+        dbapi_connection.rollback()
+
+
+def _in_transaction(driver_connection: Any) -> bool:
+    """Whether the driver's connection has a transaction open (when it cannot tell: assume so)."""
+    in_transaction = getattr(driver_connection, "in_transaction", None)  # aiosqlite, as sqlite3
+    if isinstance(in_transaction, bool):
+        return in_transaction
+    status = getattr(getattr(driver_connection, "info", None), "transaction_status", None)
+    if status is None:
+        return True
+    from psycopg.pq import TransactionStatus  # PostgreSQL's driver: not loaded for SQLite
+
+    return bool(status != TransactionStatus.IDLE)  # in a transaction, perhaps a failed one
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, connection_record: Any) -> None:
@@ -105,6 +133,13 @@ class Database:
         self.engine: AsyncEngine = create_engine(url)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        # One read statement needs no transaction around it on PostgreSQL (see ``session``); SQLite's driver
+        # begins none for a read anyway.
+        self._one_read_sessions = (
+            async_sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+            if self.engine.dialect.name == "postgresql"
+            else self.sessionmaker
+        )
         event.listen(self.engine.sync_engine, "handle_error", _count_error)
         metrics.observe_pool(self._connections_in_use)
 
@@ -123,7 +158,7 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self, *, writes: bool = False) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, writes: bool = False, one_read: bool = False) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits when the block exits normally, rolls back if it raises.
 
         A database that is locked past the busy timeout (SQLite), in a deadlock or lock timeout (PostgreSQL),
@@ -132,11 +167,15 @@ class Database:
         ``writes``: the session will write. SQLite has one writer at a time, and a writer that finds the lock
         taken sleeps in steps of up to 100 ms before it tries again; so this process's writers queue here
         instead, in order and without sleeping (PostgreSQL locks rows, not the database: nothing to do).
+
+        ``one_read``: the session runs one read statement and nothing else. On PostgreSQL it runs in autocommit,
+        without the BEGIN and COMMIT round trips around it: a single statement sees one snapshot all the same.
         """
         async with contextlib.AsyncExitStack() as stack:
             if writes and self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
-            session = await stack.enter_async_context(self.sessionmaker())
+            sessions = self._one_read_sessions if one_read and not writes else self.sessionmaker
+            session = await stack.enter_async_context(sessions())
             try:
                 yield session
                 await session.commit()

@@ -147,8 +147,8 @@ class SyncEngine:
         policy = _validated_policy(provider, duplicate_policy)
         crm = self._plugins.providers().get(provider)
         check_lead_id(lead_id)
-        # Everything the sync reads, in one session: the lead, the connection, the lead's state, the credentials.
-        async with self._database.session() as session:
+        # Everything the sync reads, in one statement: the lead, the connection, the lead's state, the credentials.
+        async with self._database.session(one_read=True) as session:
             context = await SyncStateRepository(session).sync_context(caller.team_id, crm.name, lead_id)
         if context is None:
             # The same answer for "missing" and "someone else's": ids must not reveal other teams' data.

@@ -13,13 +13,10 @@ subprocess whose ``PYTHONPATH`` is the project's ``src``. Nothing is installed i
 
 from __future__ import annotations
 
-import ast
-import io
 import os
 import re
 import subprocess
 import sys
-import tokenize
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,7 +51,8 @@ PROJECT_FILES = {
 }
 #: The adapter itself, without its fake and plugin glue: what the toolkit is meant to keep small.
 ADAPTER_FILES = ("src/crm_hub_toycrm/provider.py", "src/crm_hub_toycrm/errors.py", "src/crm_hub_toycrm/settings.py")
-ADAPTER_LINES_OF_CODE = 200
+#: Issue 11: at most this many lines together, as ``wc -l`` counts them (blank lines, comments, docstrings too).
+ADAPTER_LINES = 200
 KIT_TESTS = sorted(name for name in dir(ProviderConformance) if name.startswith("test_"))
 
 
@@ -98,26 +96,6 @@ def run_python(root: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - this interpreter, arguments of our own
         [sys.executable, *arguments], cwd=root, env=environment, capture_output=True, text=True, timeout=600
     )
-
-
-def lines_of_code(source: str) -> int:
-    """Lines holding code: not blank, not only a comment, not part of a docstring."""
-    docstrings: set[int] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
-            first = node.body[0]
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                docstrings.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
-    layout = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
-    code: set[int] = set()
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type not in layout:
-            code.update(line for line in range(token.start[0], token.end[0] + 1) if line not in docstrings)
-    return len(code)
 
 
 @dataclass(frozen=True)
@@ -181,10 +159,14 @@ def test_the_guides_own_tests_of_the_toycrm_plugin_all_pass(project_run: PytestR
     assert [name for name, outcome in project_run.outcomes.items() if outcome != "passed"] == [], project_run.output
 
 
-def test_the_guides_provider_errors_and_settings_hold_at_most_200_lines_of_code(marked: dict[str, list[str]]) -> None:
-    counts = {path: lines_of_code(marked[path][-1]) for path in ADAPTER_FILES}
+def test_the_guides_provider_errors_and_settings_hold_at_most_200_lines_as_wc_counts_them(
+    marked: dict[str, list[str]], tmp_path: Path
+) -> None:
+    write_project(tmp_path, {path: texts[-1] for path, texts in marked.items()})
+    # wc -l counts newline characters: every line of a file that ends with one.
+    counts = {path: (tmp_path / path).read_bytes().count(b"\n") for path in ADAPTER_FILES}
 
-    assert sum(counts.values()) <= ADAPTER_LINES_OF_CODE, counts
+    assert sum(counts.values()) <= ADAPTER_LINES, counts
 
 
 def test_the_five_minute_skeleton_registers_a_provider_that_says_it_is_not_implemented(

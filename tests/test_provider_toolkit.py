@@ -1,7 +1,9 @@
 """The provider toolkit (`crm_hub.providers.http`): the HTTP client bounds each call by its timeout and by the
-request's deadline, reports it to the core, classifies a missing answer without quoting the URL; the helpers
-read JSON defensively, parse Retry-After both ways, keep secrets out of messages, check per-account API hosts
-and write one record per call with the batch semantics. Against real HTTP apps, in-process and on a socket."""
+request's deadline, reports it to the core, classifies a missing answer without quoting the URL, posts OAuth
+forms with the client's credentials and reads token answers; the helpers give error answers and OAuth refusals
+their usual meaning, build consent URLs, read JSON defensively, parse Retry-After both ways, keep secrets out of
+messages, check per-account API hosts and write one record per call with the batch semantics. Against real
+HTTP apps, in-process and on a socket."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import base64
 import hashlib
 import socket
 import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -20,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from crm_hub.errors import AccessDenied, AuthExpired, Rejected, Unavailable
+from crm_hub.errors import AccessDenied, AuthExpired, ProviderError, RateLimited, RefreshRejected, Rejected, Unavailable
 from crm_hub.providers import CrmRequest, TokenSet, WriteResult, http, observing, request_deadline
 from crm_hub.testing.fakes import serving
 
@@ -40,7 +44,65 @@ async def not_json(request: Request) -> Response:
     return PlainTextResponse("<html>maintenance</html>", status_code=200)
 
 
-APP = Starlette(routes=[Route("/echo", echo), Route("/slow", slow), Route("/not-json", not_json)])
+async def refusal(request: Request) -> Response:
+    """An error answer of the status asked for, quoting the token it was sent, as careless CRMs do."""
+    status = int(request.path_params["status"])
+    said = {"message": f"request with {request.headers.get('authorization', '')} refused"}
+    return JSONResponse(said, status_code=status, headers={"Retry-After": "7"})
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """An ``http.OAuthClient``, as a provider's settings are one."""
+
+    client_id: str = "toy-client"
+    client_secret: str = field(default="client-secret-abcd", repr=False)
+    redirect_url: str = "https://hub.example/oauth/toycrm/callback"
+
+
+OAUTH = OAuthApp()
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+async def token(request: Request) -> Response:
+    """An RFC 6749 token endpoint: the client's credentials in the form, OAuth's error codes."""
+    form = dict(parse_qsl((await request.body()).decode()))
+    if (form.get("client_id"), form.get("client_secret")) != (OAUTH.client_id, OAUTH.client_secret):
+        return JSONResponse({"error": "invalid_client"}, status_code=401)
+    if form.get("grant_type") == "refresh_token":
+        if form.get("refresh_token") != TOKENS.refresh_token:
+            described = {"error_description": f"refresh token {form.get('refresh_token')} was revoked"}
+            return JSONResponse({"error": "invalid_grant", **described}, status_code=400)
+        return JSONResponse({"access_token": "access-token-2", "expires_in": 1800})  # no refresh token, no host
+    if form.get("code") != "good-code-1234":
+        described = {"error_description": f"code {form.get('code')} has expired"}
+        return JSONResponse({"error": "invalid_grant", **described}, status_code=400)
+    answer = {"access_token": "access-token-1", "refresh_token": TOKENS.refresh_token, "expires_in": 3600}
+    return JSONResponse(answer | {"scope": "contacts.read contacts.write", "api_host": "https://acme.toycrm.com"})
+
+
+async def revoke(request: Request) -> Response:
+    form = dict(parse_qsl((await request.body()).decode()))
+    if (form.get("client_id"), form.get("client_secret")) != (OAUTH.client_id, OAUTH.client_secret):
+        return JSONResponse({"error": "invalid_client"}, status_code=401)
+    return Response(status_code=200)
+
+
+async def busy(request: Request) -> Response:
+    return JSONResponse({"error": "temporarily_unavailable"}, status_code=503, headers={"Retry-After": "7"})
+
+
+APP = Starlette(
+    routes=[
+        Route("/echo", echo),
+        Route("/slow", slow),
+        Route("/not-json", not_json),
+        Route("/refusal/{status:int}", refusal),
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/oauth/revoke", revoke, methods=["POST"]),
+        Route("/oauth/busy", busy, methods=["POST"]),
+    ]
+)
 
 
 def client(**options: object) -> http.CrmHttpClient:
@@ -239,3 +301,207 @@ async def test_one_record_per_call_gives_each_record_its_result_and_stops_at_a_c
 def test_emails_compare_trimmed_and_lower_cased() -> None:
     assert http.normalize_email("  Jane.Doe@Example.COM ") == "jane.doe@example.com"
     assert http.normalize_email(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "reason"),
+    [
+        (401, AuthExpired, "AUTH_EXPIRED"),
+        (403, AccessDenied, "FORBIDDEN"),
+        (404, Rejected, "NOT_FOUND"),
+        (409, Rejected, "REQUEST_INVALID"),
+        (429, RateLimited, "RATE_LIMITED"),
+        (503, Unavailable, "PROVIDER_UNAVAILABLE"),
+    ],
+)
+async def test_an_error_answer_has_the_usual_meaning_of_its_status_and_quotes_the_crm_without_secrets(
+    status: int, kind: type[ProviderError], reason: str
+) -> None:
+    crm = client()
+    try:
+        response = await crm.request("GET", f"/refusal/{status}", operation="lookup", tokens=TOKENS)
+    finally:
+        await crm.aclose()
+    said = http.mapping(http.json_body(response))["message"]
+
+    error = http.classify_status(
+        response, provider="toycrm", label="ToyCRM", detail=said, secrets=http.secrets_of(TOKENS), metadata={"k": "v"}
+    )
+
+    assert type(error) is kind
+    assert (error.reason, error.status, error.provider, error.metadata) == (reason, status, "toycrm", {"k": "v"})
+    assert error.message.startswith("ToyCRM")
+    assert error.message.endswith("request with Bearer [redacted] refused.")
+    assert error.retry_after == (7.0 if status in (429, 503) else None), "Retry-After, where waiting helps"
+
+
+async def test_a_token_form_carries_the_client_credentials_and_its_answer_reads_as_tokens() -> None:
+    recorder = Recorder()
+    crm = client()
+    try:
+        with observing(recorder):
+            form = {"grant_type": "authorization_code", "code": "good-code-1234"}
+            response = await crm.oauth_form("/oauth/token", form, client=OAUTH)
+        answer = crm.json_object(response)
+    finally:
+        await crm.aclose()
+
+    tokens = crm.token_set(answer, api_host="api_host", allowed_suffixes=(".toycrm.com",), now=NOW)
+
+    assert (tokens.access_token, tokens.refresh_token) == ("access-token-1", TOKENS.refresh_token)
+    assert tokens.expires_at == NOW + timedelta(seconds=3600)
+    assert tokens.scopes == ("contacts.read", "contacts.write")
+    assert tokens.instance_url == "https://acme.toycrm.com"
+    assert recorder.seen == [("toycrm", "token", None), ("toycrm", "token", 200)]
+
+
+async def test_a_refresh_answer_keeps_what_it_leaves_out_from_the_tokens_it_renews() -> None:
+    renewed = replace(
+        TOKENS, instance_url="https://acme.toycrm.com", scopes=("contacts.read",), extra={"account": "acme"}
+    )
+    crm = client()
+    try:
+        form = {"grant_type": "refresh_token", "refresh_token": str(renewed.refresh_token)}
+        response = await crm.oauth_form("/oauth/token", form, client=OAUTH, tokens=renewed)
+        answer = crm.json_object(response)
+    finally:
+        await crm.aclose()
+
+    fresh = crm.token_set(answer, previous=renewed, api_host="api_host", allowed_suffixes=(".toycrm.com",))
+
+    assert fresh.access_token == "access-token-2"
+    assert (fresh.refresh_token, fresh.instance_url) == (renewed.refresh_token, "https://acme.toycrm.com")
+    assert (fresh.scopes, dict(fresh.extra)) == (("contacts.read",), {"account": "acme"})
+    assert fresh.expires_at is not None
+    assert fresh.expires_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("form", "kind", "reason"),
+    [
+        ({"grant_type": "authorization_code", "code": "stale-code-9999"}, Rejected, "OAUTH_CODE_INVALID"),
+        (
+            {"grant_type": "refresh_token", "refresh_token": "revoked-token-0000"},
+            RefreshRejected,
+            "CREDENTIALS_EXPIRED",
+        ),
+    ],
+)
+async def test_a_refused_grant_is_classified_without_quoting_the_code_or_refresh_token(
+    form: dict[str, str], kind: type[ProviderError], reason: str
+) -> None:
+    crm = client()
+    try:
+        with pytest.raises(kind) as refused:
+            await crm.oauth_form("/oauth/token", form, client=OAUTH)
+    finally:
+        await crm.aclose()
+
+    assert (refused.value.reason, refused.value.status) == (reason, 400)
+    assert refused.value.metadata == {"oauth_error": "invalid_grant"}
+    assert "[redacted]" in refused.value.message
+    assert not any(secret in refused.value.message for secret in ("stale-code-9999", "revoked-token-0000"))
+
+
+async def test_a_wrong_oauth_client_is_access_denied_naming_the_settings_that_hold_it() -> None:
+    crm = client()
+    try:
+        with pytest.raises(AccessDenied) as denied:
+            await crm.oauth_form(
+                "/oauth/revoke", {"token": "t"}, client=replace(OAUTH, client_secret="rotated"), operation="revoke"
+            )
+        await crm.oauth_form("/oauth/revoke", {"token": "t"}, client=OAUTH, operation="revoke")  # 200: nothing raised
+    finally:
+        await crm.aclose()
+
+    assert denied.value.reason == "OAUTH_CLIENT_INVALID"
+    assert "TOYCRM_CLIENT_ID and TOYCRM_CLIENT_SECRET" in denied.value.message
+    refusal = httpx.Response(400, json={"error": "unauthorized_client"})
+    named = http.classify_oauth(refusal, provider="toycrm", label="ToyCRM", refreshing=False, client_settings="X")
+    assert (named.reason, named.message) == (
+        "OAUTH_CLIENT_INVALID",
+        "ToyCRM does not accept this service's OAuth client: check X.",
+    )
+
+
+async def test_other_token_endpoint_failures_have_the_usual_meaning_unless_the_provider_classifies_them() -> None:
+    statuses: list[int] = []
+
+    def refused(response: httpx.Response) -> ProviderError:
+        statuses.append(response.status_code)
+        return Rejected("ToyCRM's own reading.", provider="toycrm")
+
+    crm = client()
+    try:
+        with pytest.raises(Unavailable) as down:
+            await crm.oauth_form("/oauth/busy", {"grant_type": "client_credentials"}, client=OAUTH)
+        with pytest.raises(Rejected, match="ToyCRM's own reading"):
+            await crm.oauth_form("/oauth/token", {"code": "stale-code-9999"}, client=OAUTH, refused=refused)
+    finally:
+        await crm.aclose()
+
+    assert (down.value.retry_after, down.value.message) == (
+        7.0,
+        "ToyCRM is unavailable right now (HTTP 503); try again shortly: temporarily_unavailable.",
+    )
+    assert statuses == [400]
+
+
+def test_a_token_answer_without_an_access_token_or_naming_a_host_elsewhere_gives_no_tokens() -> None:
+    with pytest.raises(Unavailable, match="ToyCRM's token answer had no access token"):
+        http.token_set({"refresh_token": "r-1234"}, provider="toycrm", label="ToyCRM")
+    with pytest.raises(AccessDenied) as denied:
+        http.token_set(
+            {"access_token": "a-1234", "api_host": "https://toycrm.com.evil.example"},
+            provider="toycrm",
+            label="ToyCRM",
+            api_host="api_host",
+            allowed_suffixes=(".toycrm.com",),
+        )
+    assert denied.value.reason == "API_HOST_UNTRUSTED"
+    for lifetime in (None, True, "3600", float("inf")):  # a lifetime that is not a finite number says nothing
+        answer = {"access_token": "a-1234", "expires_in": lifetime}
+        assert http.token_set(answer, provider="toycrm", label="ToyCRM").expires_at is None
+
+
+def test_the_consent_url_carries_the_client_the_state_the_crms_own_parameters_and_the_pkce_challenge() -> None:
+    url = http.authorization_url(
+        "https://login.toycrm.com/oauth/authorize", OAUTH, state="st/ate=1", code_challenge="chal", scope="a b"
+    )
+    without = http.authorization_url(
+        "https://app.toycrm.com/authorize?tenant=acme", OAUTH, state="s", code_challenge=None, response_type=None
+    )
+
+    assert parse_qs(urlsplit(url).query) == {
+        "response_type": ["code"],
+        "client_id": ["toy-client"],
+        "redirect_uri": ["https://hub.example/oauth/toycrm/callback"],
+        "scope": ["a b"],
+        "state": ["st/ate=1"],
+        "code_challenge": ["chal"],
+        "code_challenge_method": ["S256"],
+    }
+    assert "scope=a%20b" in url
+    assert parse_qs(urlsplit(without).query) == {
+        "tenant": ["acme"],
+        "client_id": ["toy-client"],
+        "redirect_uri": ["https://hub.example/oauth/toycrm/callback"],
+        "state": ["s"],
+    }
+
+
+async def test_one_by_one_a_refusal_raised_for_a_record_is_its_result_and_the_next_record_is_written() -> None:
+    calls: list[str] = []
+
+    async def write_one(email: str) -> WriteResult:
+        calls.append(email)
+        if email == "taken@example.com":
+            raise Rejected("ToyCRM refused the email.", provider="toycrm", reason="FIELD_VALUE_INVALID")
+        return WriteResult(contact_id=f"id-{email}", created=True)
+
+    results = await http.write_one_by_one(["taken@example.com", "b@example.com"], write_one)
+
+    assert isinstance(results[0].error, Rejected)
+    assert results[0].error.reason == "FIELD_VALUE_INVALID"
+    assert results[1].contact_id == "id-b@example.com"
+    assert calls == ["taken@example.com", "b@example.com"]

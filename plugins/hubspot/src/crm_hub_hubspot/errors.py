@@ -30,10 +30,8 @@ from typing import Any
 import httpx
 from crm_hub.errors import (
     AccessDenied,
-    AuthExpired,
     FieldViolation,
     ProviderError,
-    RateLimited,
     RefreshRejected,
     Rejected,
     Unavailable,
@@ -67,21 +65,10 @@ def classify(response: httpx.Response, *, secrets: Iterable[str | None] = ()) ->
     hubspot_message = http.scrub(http.text(body.get("message")), secrets)
     metadata = _metadata(body, category)
 
-    if status == 401:
-        return AuthExpired(
-            http.sentence("HubSpot no longer accepts the access token", hubspot_message),
-            provider=PROVIDER,
-            status=status,
-            metadata=metadata,
-        )
-    if status == 429:
-        return RateLimited(
-            http.sentence("HubSpot's rate limit was reached", hubspot_message),
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            provider=PROVIDER,
-            status=status,
-            metadata=metadata,
-        )
+    if status in (401, 429) or status >= 500:
+        # The usual meanings (http.classify_status); a 5xx body says nothing a person could act on.
+        detail = hubspot_message if status < 500 else ""
+        return http.classify_status(response, provider=PROVIDER, label=LABEL, detail=detail, metadata=metadata)
     if status == 423:
         retry_after = max(parse_retry_after(response.headers.get("Retry-After")) or 0.0, _LOCKED_RETRY_AFTER)
         return Unavailable(
@@ -92,9 +79,9 @@ def classify(response: httpx.Response, *, secrets: Iterable[str | None] = ()) ->
             metadata=metadata,
             maybe_applied=False,  # refused before doing anything
         )
-    if status == 477 or status >= 500:
+    if status == 477:  # "Migration in progress": an outage like a 5xx, whatever its number says
         return Unavailable(
-            f"HubSpot is unavailable right now (HTTP {status}); try again shortly.",
+            "HubSpot is unavailable right now (HTTP 477); try again shortly.",
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
             provider=PROVIDER,
             status=status,

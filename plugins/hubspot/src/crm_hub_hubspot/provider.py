@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
-from crm_hub.errors import ProviderError, RefreshRejected, Rejected, Unavailable
+from crm_hub.errors import ProviderError, RefreshRejected, Rejected
 from crm_hub.providers import (
     ContactInput,
     ContactUpdate,
@@ -118,31 +119,27 @@ class HubSpotProvider(CrmProvider):
     # -- OAuth -----------------------------------------------------------------------------------
 
     def authorization_url(self, *, state: str, code_challenge: str | None) -> str:
-        params = {
-            "client_id": self.settings.client_id,
-            "redirect_uri": self.settings.redirect_url,
-            "scope": " ".join(SCOPES),
-            "state": state,
-        }
-        if code_challenge:
-            params["code_challenge"] = code_challenge
-            params["code_challenge_method"] = "S256"
-        separator = "&" if "?" in self.settings.authorize_url else "?"
-        return f"{self.settings.authorize_url}{separator}{urlencode(params, quote_via=quote)}"
+        # HubSpot's consent URL takes no response_type.
+        return http.authorization_url(
+            self.settings.authorize_url,
+            self.settings,
+            state=state,
+            code_challenge=code_challenge,
+            response_type=None,
+            scope=" ".join(SCOPES),
+        )
 
     async def exchange_code(self, *, code: str, code_verifier: str | None) -> TokenSet:
-        form = {
-            "grant_type": "authorization_code",
-            "client_id": self.settings.client_id,
-            "client_secret": self.settings.client_secret,
-            "redirect_uri": self.settings.redirect_url,
-            "code": code,
-        }
+        form = {"grant_type": "authorization_code", "redirect_uri": self.settings.redirect_url, "code": code}
         if code_verifier:
             form["code_verifier"] = code_verifier
-        response = await self._send("POST", _TOKEN_PATH, form=form)
-        if response.status_code != 200:
-            raise classify_oauth(response, refreshing=False, secrets=(code, self.settings.client_secret))
+        secrets = (code, self.settings.client_secret)
+        response = await self._http.oauth_form(
+            _TOKEN_PATH,
+            form,
+            client=self.settings,
+            refused=lambda answer: classify_oauth(answer, refreshing=False, secrets=secrets),
+        )
         return self._token_set(self._http.json_object(response), previous=None)
 
     async def refresh(self, tokens: TokenSet) -> TokenSet:
@@ -152,14 +149,15 @@ class HubSpotProvider(CrmProvider):
             )
         form = {
             "grant_type": "refresh_token",
-            "client_id": self.settings.client_id,
-            "client_secret": self.settings.client_secret,
             "redirect_uri": self.settings.redirect_url,
             "refresh_token": tokens.refresh_token,
         }
-        response = await self._send("POST", _TOKEN_PATH, form=form)
-        if response.status_code != 200:
-            raise classify_oauth(response, refreshing=True, secrets=self._secrets(tokens))
+        response = await self._http.oauth_form(
+            _TOKEN_PATH,
+            form,
+            client=self.settings,
+            refused=lambda answer: classify_oauth(answer, refreshing=True, secrets=self._secrets(tokens)),
+        )
         return self._token_set(self._http.json_object(response), previous=tokens)
 
     async def revoke(self, tokens: TokenSet) -> None:
@@ -397,44 +395,33 @@ class HubSpotProvider(CrmProvider):
         *,
         tokens: TokenSet | None = None,
         json: Any = None,
-        form: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         return await self._http.request(
-            method, path, operation=_operation(method, path), tokens=tokens, json=json, form=form, params=params
+            method, path, operation=_operation(method, path), tokens=tokens, json=json, params=params
         )
 
     def _secrets(self, tokens: TokenSet) -> tuple[str | None, ...]:
         return http.secrets_of(tokens, self.settings.client_secret)
 
     def _token_set(self, payload: Mapping[str, Any], *, previous: TokenSet | None) -> TokenSet:
-        access_token = payload.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise Unavailable("HubSpot's token answer had no access token; try again.", provider=PROVIDER)
-        expires_in = payload.get("expires_in")
-        expires_at = self._now() + timedelta(seconds=float(expires_in)) if isinstance(expires_in, int | float) else None
+        """The toolkit's reading (a refresh keeps the refresh token HubSpot does not rotate), and HubSpot's own
+        fields: the granted ``scopes`` (not OAuth's ``scope``) and the account's ``hub_id``."""
+        tokens = self._http.token_set(payload, previous=previous, now=self._now())
         scopes = payload.get("scopes")
         if isinstance(scopes, str):
             scopes = scopes.split()
-        extra = dict(previous.extra) if previous is not None else {}
+        extra = dict(tokens.extra)
         if payload.get("hub_id") is not None:
             extra["hub_id"] = str(payload["hub_id"])
-        refresh_token = payload.get("refresh_token")
-        return TokenSet(
-            access_token=access_token,
-            refresh_token=refresh_token
-            if isinstance(refresh_token, str) and refresh_token
-            else (previous.refresh_token if previous is not None else None),
-            expires_at=expires_at,
-            scopes=tuple(str(scope) for scope in scopes) if isinstance(scopes, list) else (),
-            extra=extra,
+        return replace(
+            tokens, scopes=tuple(str(scope) for scope in scopes) if isinstance(scopes, list) else (), extra=extra
         )
 
 
 def _operation(method: str, path: str) -> CrmOperation:
-    """What a request to ``path`` is for, in the core's words (rate budget, call counts, metrics)."""
-    if path.startswith(_TOKEN_PATH):
-        return "token"
+    """What a request to ``path`` is for, in the core's words (rate budget, call counts, metrics); token calls go
+    through ``oauth_form``, which says so itself."""
     if path.startswith(_REVOKE_PATH):
         return "revoke"
     if path.startswith(_PROPERTIES_PATH):

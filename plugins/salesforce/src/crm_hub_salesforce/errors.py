@@ -124,13 +124,7 @@ def classify(
     if code == "REQUEST_LIMIT_EXCEEDED" or status == 429:
         return _rate_limited(response, code, message, metadata, api_usage)
     if status >= 500:
-        return Unavailable(
-            http.sentence(f"Salesforce is unavailable right now (HTTP {status}); try again shortly", message),
-            retry_after=http.parse_retry_after(response.headers.get("Retry-After")),
-            provider=PROVIDER,
-            status=status,
-            metadata=metadata,
-        )
+        return http.classify_status(response, provider=PROVIDER, label=LABEL, detail=message, metadata=metadata)
     if status == 404 or code == "NOT_FOUND":
         return Rejected(
             http.sentence("Salesforce has no such record or resource", message),

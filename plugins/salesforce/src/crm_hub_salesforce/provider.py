@@ -43,10 +43,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from crm_hub.errors import (
@@ -126,9 +127,8 @@ logger = logging.getLogger(__name__)
 
 
 def _operation(method: str, url: str, body: Any) -> CrmOperation:
-    """What a request to ``url`` is for, in the core's words (rate budget, call counts, metrics)."""
-    if url.endswith(_OAUTH_TOKEN):
-        return "token"
+    """What a request to ``url`` is for, in the core's words (rate budget, call counts, metrics); token calls go
+    through ``oauth_form``, which says so itself."""
     if url.endswith(_OAUTH_REVOKE):
         return "revoke"
     if "/describe" in url:
@@ -197,31 +197,22 @@ class SalesforceProvider(CrmProvider):
     # -- OAuth -----------------------------------------------------------------------------------
 
     def authorization_url(self, *, state: str, code_challenge: str | None) -> str:
-        params = {
-            "response_type": "code",
-            "client_id": self.settings.client_id,
-            "redirect_uri": self.settings.redirect_url,
-            "scope": " ".join(SCOPES),
-            "state": state,
-        }
-        if code_challenge:
-            params["code_challenge"] = code_challenge
-            params["code_challenge_method"] = "S256"
-        return f"{self.settings.login_url}{_OAUTH_AUTHORIZE}?{urlencode(params, quote_via=quote)}"
+        url = self.settings.login_url + _OAUTH_AUTHORIZE
+        return http.authorization_url(
+            url, self.settings, state=state, code_challenge=code_challenge, scope=" ".join(SCOPES)
+        )
 
     async def exchange_code(self, *, code: str, code_verifier: str | None) -> TokenSet:
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "client_id": self.settings.client_id,
-            "client_secret": self.settings.client_secret,
-            "redirect_uri": self.settings.redirect_url,
-        }
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.settings.redirect_url}
         if code_verifier:
             form["code_verifier"] = code_verifier
-        response = await self._send("POST", self.settings.login_url + _OAUTH_TOKEN, form=form)
-        if response.status_code != 200:
-            raise classify_oauth(response, refreshing=False, secrets=(code, code_verifier, self.settings.client_secret))
+        secrets = (code, code_verifier, self.settings.client_secret)
+        response = await self._http.oauth_form(
+            self.settings.login_url + _OAUTH_TOKEN,
+            form,
+            client=self.settings,
+            refused=lambda answer: classify_oauth(answer, refreshing=False, secrets=secrets),
+        )
         return self._token_set(self._http.json_object(response), previous=None)
 
     async def refresh(self, tokens: TokenSet) -> TokenSet:
@@ -230,15 +221,12 @@ class SalesforceProvider(CrmProvider):
             raise RefreshRejected(
                 "There is no Salesforce refresh token to use; reconnect the integration.", provider=PROVIDER
             )
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": tokens.refresh_token,
-            "client_id": self.settings.client_id,
-            "client_secret": self.settings.client_secret,
-        }
-        response = await self._send("POST", self.settings.login_url + _OAUTH_TOKEN, form=form)
-        if response.status_code != 200:
-            raise classify_oauth(response, refreshing=True, secrets=self._secrets(tokens))
+        response = await self._http.oauth_form(
+            self.settings.login_url + _OAUTH_TOKEN,
+            {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token},
+            client=self.settings,
+            refused=lambda answer: classify_oauth(answer, refreshing=True, secrets=self._secrets(tokens)),
+        )
         return self._token_set(self._http.json_object(response), previous=tokens)
 
     async def revoke(self, tokens: TokenSet) -> None:
@@ -436,26 +424,20 @@ class SalesforceProvider(CrmProvider):
         return http.secrets_of(tokens, self.settings.client_secret)
 
     def _token_set(self, payload: Mapping[str, Any], *, previous: TokenSet | None) -> TokenSet:
-        access_token = payload.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise Unavailable("Salesforce's token answer had no access token; try again.", provider=PROVIDER)
-        instance_url = payload.get("instance_url")
-        if not isinstance(instance_url, str) or not instance_url:
-            instance_url = previous.instance_url if previous is not None else None
+        """The toolkit's reading (access token, scopes, what a refresh keeps), and Salesforce's own: the org's
+        ``instance_url`` (an answer without one is retried), the identity, a refresh token only when rotated."""
+        tokens = self._http.token_set(payload, previous=previous)
+        instance_url = http.text(payload.get("instance_url")) or tokens.instance_url
         if not instance_url:
             raise Unavailable("Salesforce's token answer had no instance_url; try again.", provider=PROVIDER)
-        scope = payload.get("scope")
-        scopes = tuple(scope.split()) if isinstance(scope, str) else (previous.scopes if previous else ())
-        refresh_token = payload.get("refresh_token")
-        return TokenSet(
-            access_token=access_token,
+        return replace(
+            tokens,
             # None when Salesforce did not rotate it: the core keeps the refresh token it has.
-            refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+            refresh_token=http.text(payload.get("refresh_token")) or None,
             expires_at=None,  # no expires_in: the session lasts the org's timeout; a 401 says when it ended
             instance_url=http.trusted_api_host(
                 instance_url, provider=PROVIDER, label=LABEL, what="an instance_url", reason="INSTANCE_URL_INVALID"
             ),
-            scopes=scopes,
             extra=_identity(payload, previous),
         )
 

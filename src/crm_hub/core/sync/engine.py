@@ -377,24 +377,8 @@ class SyncEngine:
         """
         if not outcomes and not crm_calls:
             return
-        await self._record(
-            caller, target, outcomes, dry_run=dry_run, job=job, crm_calls=crm_calls, duration_ms=duration_ms,
-            quotas=quotas,
-        )  # fmt: skip
+        # What happened in the CRM happened, whether or not the transaction below commits.
         metrics.count_syncs(caller.team_id, target.crm.name, [outcome.action.value for outcome in outcomes.values()])
-
-    async def _record(
-        self,
-        caller: Caller,
-        target: SyncTarget,
-        outcomes: Mapping[str, SyncOutcome],
-        *,
-        dry_run: bool,
-        job: SyncJob | None,
-        crm_calls: int,
-        duration_ms: int,
-        quotas: Iterable[Quota],
-    ) -> None:
         crm = target.crm
         job_id = job.id if job is not None else None
         async with self._database.session(writes=True) as session:

@@ -12,9 +12,10 @@ without having run them.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -144,3 +145,16 @@ async def application(settings: Settings, memory_crm: MemoryCrm) -> AsyncIterato
         yield application
     finally:
         await application.aclose()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests of ``crm-hub`` commands: main() points the root logger at the (captured) stderr of the moment;
+    pytest's handlers are put back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

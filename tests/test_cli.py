@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import stat
 import uuid
@@ -25,6 +24,8 @@ from crm_hub.storage import Credential, CredentialRepository, Database, TeamRepo
 from crm_hub.storage.vault import Vault
 from tests.support.fake_distribution import FakeSite, fake_site_in
 from tests.support.fresh_database import fresh_database_url
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 JWT_SECRET = "cli-test-jwt-secret-at-least-32-bytes"
 OLD_VAULT_KEY = "cli-old-vault-key-0123456789abcdef"
@@ -53,18 +54,6 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     # Only the plugins a test installs itself: the environment may hold others.
     monkeypatch.setenv("CRM_HUB_PLUGINS", "")
     return data_dir
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # main() points the root logger at the (captured) stderr of the moment; put pytest's handlers back after.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from crm_hub.service.cli import main
 from crm_hub.v1 import fields_pb2, status_pb2
 from tests.e2e.conftest import World, running
 from tests.support.fresh_database import fresh_database_url
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 #: The account's limit crm_hub keeps to: 1,000 requests a day, a slot every 91 s (with room for a burst of 50),
 #: so the slots the syncs take stay taken while the test runs (at 110 per 10 s they are free again at once).
@@ -54,18 +55,6 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: s
     monkeypatch.setenv("HUBSPOT_CLIENT_SECRET", CLIENT_SECRET)
     monkeypatch.setenv("HUBSPOT_REDIRECT_URL", "https://crm-hub.invalid/oauth/hubspot/callback")
     monkeypatch.setenv("HUBSPOT_RATE_LIMIT", f"{RATE_LIMIT}/{RATE_WINDOW:g}s")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # main() points the root logger at the (captured) stderr of the moment; put pytest's handlers back after.
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 @pytest.fixture

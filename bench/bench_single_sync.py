@@ -80,14 +80,6 @@ def _upserting(raw: RawHubSpot, email: str) -> Callable[[], Awaitable[object]]:
     return lambda: raw.upsert([email])
 
 
-def _syncing(team: Team, lead_id: str) -> Callable[[], Awaitable[object]]:
-    return lambda: team.sync.SyncLead(team.sync_request(lead_id), metadata=team.auth())
-
-
-def _upserting(raw: RawHubSpot, email: str) -> Callable[[], Awaitable[object]]:
-    return lambda: raw.upsert([email])
-
-
 def _posting(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> Callable[[], Awaitable[object]]:
     return lambda: http.post(path, json={"provider": "hubspot"}, headers=headers)
 

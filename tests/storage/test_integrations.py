@@ -80,6 +80,6 @@ async def test_teams_see_only_their_own_integrations(database: Database, team_id
         mine = await integrations.list(team_id)
         hubspot = await integrations.get(team_id, "hubspot")
 
-    assert [(row.kind, row.status) for row in mine] == [("hubspot", "CONNECTED"), ("salesforce", "DISCONNECTED")]
+    assert [(row.provider, row.status) for row in mine] == [("hubspot", "CONNECTED"), ("salesforce", "DISCONNECTED")]
     assert hubspot is not None
     assert hubspot.settings == {}

@@ -46,11 +46,11 @@ class OAuthStart:
     state: str
 
 
-def _configured(provider: CrmProvider) -> CrmProvider:
-    problem = provider.configuration_problem()
+def _configured(crm: CrmProvider) -> CrmProvider:
+    problem = crm.configuration_problem()
     if problem:
-        raise FailedPrecondition(problem, reason="PROVIDER_NOT_CONFIGURED", metadata={"provider": provider.name})
-    return provider
+        raise FailedPrecondition(problem, reason="PROVIDER_NOT_CONFIGURED", metadata={"provider": crm.name})
+    return crm
 
 
 def _state_hash(state: str) -> str:
@@ -75,11 +75,11 @@ class ConnectionService:
         self._notifications = notifications
 
     @traced("start oauth")
-    async def start_oauth(self, caller: Caller, kind: str) -> OAuthStart:
+    async def start_oauth(self, caller: Caller, provider: str) -> OAuthStart:
         """A consent URL and a one-time state bound to this team and provider (stored hashed)."""
-        provider = _configured(self._plugins.providers().get(kind))
+        crm = _configured(self._plugins.providers().get(provider))
         state = secrets.token_urlsafe(32)
-        verifier = pkce_verifier() if provider.capabilities.pkce else None
+        verifier = pkce_verifier() if crm.capabilities.pkce else None
         now = utcnow()
         async with self._database.session() as session:
             await TeamRepository(session).ensure(caller.team_id)
@@ -87,25 +87,23 @@ class ConnectionService:
             await states.delete_expired(now)
             await states.create(
                 team_id=caller.team_id,
-                provider=provider.name,
+                provider=crm.name,
                 state_hash=_state_hash(state),
                 code_verifier=(
-                    self._vault.encrypt({"v": verifier}, team_id=caller.team_id, provider=f"{provider.name}#pkce")
+                    self._vault.encrypt({"v": verifier}, team_id=caller.team_id, provider=f"{crm.name}#pkce")
                     if verifier
                     else None
                 ),
                 actor=caller.actor,
                 expires_at=now + STATE_LIFETIME,
             )
-        auth_url = provider.authorization_url(
-            state=state, code_challenge=pkce_challenge(verifier) if verifier else None
-        )
+        auth_url = crm.authorization_url(state=state, code_challenge=pkce_challenge(verifier) if verifier else None)
         return OAuthStart(auth_url=auth_url, state=state)
 
     @traced("complete oauth")
-    async def complete_oauth(self, caller: Caller, kind: str, *, code: str, state: str) -> str:
+    async def complete_oauth(self, caller: Caller, provider: str, *, code: str, state: str) -> str:
         """Exchange the code for tokens, store them encrypted and mark the integration CONNECTED."""
-        provider = _configured(self._plugins.providers().get(kind))
+        crm = _configured(self._plugins.providers().get(provider))
         violations = []
         if not code.strip() or len(code) > MAX_OAUTH_CODE_LENGTH:
             violations.append(FieldViolation("code", "the authorization code from the CRM's redirect is required"))
@@ -120,7 +118,7 @@ class ConnectionService:
         started = time.perf_counter()
         async with self._database.session() as session:
             pending = await OAuthStateRepository(session).consume(
-                _state_hash(state), caller.team_id, provider.name, utcnow()
+                _state_hash(state), caller.team_id, crm.name, utcnow()
             )
         if pending is None:
             raise InvalidArgument(
@@ -130,51 +128,45 @@ class ConnectionService:
                 field_violations=[FieldViolation("state", "not a pending state of your team for this provider")],
             )
         verifier = (
-            self._vault.decrypt(pending.code_verifier, team_id=caller.team_id, provider=f"{provider.name}#pkce")["v"]
+            self._vault.decrypt(pending.code_verifier, team_id=caller.team_id, provider=f"{crm.name}#pkce")["v"]
             if pending.code_verifier
             else None
         )
         try:
-            tokens = await provider.exchange_code(code=code, code_verifier=verifier)
+            tokens = await crm.exchange_code(code=code, code_verifier=verifier)
         except ProviderError as error:
-            await self._record(
-                caller, provider.name, "connect_failed", error.message, started, error_reason=error.reason
-            )
+            await self._record(caller, crm.name, "connect_failed", error.message, started, error_reason=error.reason)
             raise
         async with self._database.session() as session:  # tokens, status and audit commit together
-            await self._credentials.save(caller.team_id, provider.name, tokens, session=session)
-            await IntegrationRepository(session).upsert_status(
-                caller.team_id, provider.name, IntegrationStatus.CONNECTED
-            )
-            await self._record(caller, provider.name, "connected", f"{provider.label} connected.", started, session)
-        self._catalog.forget(caller.team_id, provider.name)  # another account may have been connected
-        self._notify(caller, provider.name, "connected", f"{provider.label} was connected by {caller.actor}.")
-        return f"{provider.label} connected successfully."
+            await self._credentials.save(caller.team_id, crm.name, tokens, session=session)
+            await IntegrationRepository(session).upsert_status(caller.team_id, crm.name, IntegrationStatus.CONNECTED)
+            await self._record(caller, crm.name, "connected", f"{crm.label} connected.", started, session)
+        self._catalog.forget(caller.team_id, crm.name)  # another account may have been connected
+        self._notify(caller, crm.name, "connected", f"{crm.label} was connected by {caller.actor}.")
+        return f"{crm.label} connected successfully."
 
     @traced("disconnect")
-    async def disconnect(self, caller: Caller, kind: str) -> str:
+    async def disconnect(self, caller: Caller, provider: str) -> str:
         """Revoke the tokens at the CRM (best effort), forget them, mark the integration DISCONNECTED."""
-        provider = self._plugins.providers().get(kind)
+        crm = self._plugins.providers().get(provider)
         started = time.perf_counter()
         async with self._database.session() as session:  # tokens gone, status and audit: all or nothing
             await TeamRepository(session).ensure(caller.team_id)
-            tokens = await self._credentials.forget(session, caller.team_id, provider.name)
-            await IntegrationRepository(session).upsert_status(
-                caller.team_id, provider.name, IntegrationStatus.DISCONNECTED
-            )
-            message = f"{provider.label} disconnected."
-            await self._record(caller, provider.name, "disconnected", message, started, session)
-        self._catalog.forget(caller.team_id, provider.name)
+            tokens = await self._credentials.forget(session, caller.team_id, crm.name)
+            await IntegrationRepository(session).upsert_status(caller.team_id, crm.name, IntegrationStatus.DISCONNECTED)
+            message = f"{crm.label} disconnected."
+            await self._record(caller, crm.name, "disconnected", message, started, session)
+        self._catalog.forget(caller.team_id, crm.name)
         if tokens is not None:
             try:
-                await provider.revoke(tokens)  # after the commit: a slow CRM holds no transaction open
+                await crm.revoke(tokens)  # after the commit: a slow CRM holds no transaction open
             except ProviderError as error:
                 # The tokens are gone from here either way; a failed revoke only leaves them to expire.
-                logger.warning("token revocation failed", extra={"provider": provider.name, "reason": error.reason})
-        self._notify(caller, provider.name, "disconnected", f"{provider.label} was disconnected by {caller.actor}.")
+                logger.warning("token revocation failed", extra={"provider": crm.name, "reason": error.reason})
+        self._notify(caller, crm.name, "disconnected", f"{crm.label} was disconnected by {caller.actor}.")
         if tokens is None:
-            return f"{provider.label} was not connected."
-        return f"{provider.label} disconnected."
+            return f"{crm.label} was not connected."
+        return f"{crm.label} disconnected."
 
     def _notify(self, caller: Caller, provider: str, kind: NotificationKind, message: str) -> None:
         self._notifications.publish(

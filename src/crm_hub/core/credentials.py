@@ -81,74 +81,74 @@ class CredentialStore:
             raise _not_connected(provider)
         return await self._open(team_id, provider, row.encrypted)
 
-    async def session_for(self, caller: Caller, provider: CrmProvider, *, stored: Credential | None = None) -> TokenSet:
+    async def session_for(self, caller: Caller, crm: CrmProvider, *, stored: Credential | None = None) -> TokenSet:
         """Tokens ready for a call: refreshed first if they expire within REFRESH_MARGIN. ``stored`` is the
         credentials row when the caller read it already (with what else it needed, in one session)."""
         if stored is not None:
-            tokens = await self._open(caller.team_id, provider.name, stored.encrypted)
+            tokens = await self._open(caller.team_id, crm.name, stored.encrypted)
         else:
-            tokens = await self.load(caller.team_id, provider.name)
+            tokens = await self.load(caller.team_id, crm.name)
         if tokens.expires_at is not None and tokens.expires_at - REFRESH_MARGIN <= utcnow():
-            tokens = await self.refresh(caller, provider, stale=tokens)
+            tokens = await self.refresh(caller, crm, stale=tokens)
         return tokens
 
     async def call(
         self,
         caller: Caller,
-        provider: CrmProvider,
+        crm: CrmProvider,
         operation: Callable[[TokenSet], Awaitable[T]],
         *,
         stored: Credential | None = None,
     ) -> T:
         """Run ``operation`` with fresh tokens; on AuthExpired refresh once and run it again."""
-        tokens = await self.session_for(caller, provider, stored=stored)
+        tokens = await self.session_for(caller, crm, stored=stored)
         try:
             return await operation(tokens)
         except AuthExpired:
-            tokens = await self.refresh(caller, provider, stale=tokens)
+            tokens = await self.refresh(caller, crm, stale=tokens)
             return await operation(tokens)
 
-    async def refresh(self, caller: Caller, provider: CrmProvider, *, stale: TokenSet) -> TokenSet:
+    async def refresh(self, caller: Caller, crm: CrmProvider, *, stale: TokenSet) -> TokenSet:
         """Replace ``stale`` tokens, unless someone else already did: then use theirs."""
         team_id = caller.team_id
-        lock = self._locks.setdefault((team_id, provider.name), asyncio.Lock())
+        lock = self._locks.setdefault((team_id, crm.name), asyncio.Lock())
         async with lock, self._database.session() as session:
-            row = await CredentialRepository(session).lock_for_refresh(team_id, provider.name)
+            row = await CredentialRepository(session).lock_for_refresh(team_id, crm.name)
             if row is None:
-                raise _not_connected(provider.name)
-            current = await self._open(team_id, provider.name, row.encrypted)
+                raise _not_connected(crm.name)
+            current = await self._open(team_id, crm.name, row.encrypted)
             if current.access_token != stale.access_token:
                 return current  # refreshed by a concurrent caller (here or in another replica)
             if not current.refresh_token:
-                await self._mark_expired(session, caller, provider.name, "no refresh token")
+                await self._mark_expired(session, caller, crm.name, "no refresh token")
                 raise RefreshRejected(
-                    f"{provider.label} credentials expired and cannot be refreshed; reconnect the integration.",
-                    provider=provider.name,
+                    f"{crm.label} credentials expired and cannot be refreshed; reconnect the integration.",
+                    provider=crm.name,
                 )
             try:
                 # A CRM that rotates refresh tokens may have spent ours before a lost answer: sending it again
                 # would kill the chain, so such a refresh is retried only when it surely did not arrive.
-                with tracer().start_as_current_span("refresh credentials", attributes={"crm.provider": provider.name}):
+                with tracer().start_as_current_span("refresh credentials", attributes={"crm.provider": crm.name}):
                     fresh = await self._refresh_retry.run(
-                        lambda: provider.refresh(current), idempotent=not provider.capabilities.rotates_refresh_tokens
+                        lambda: crm.refresh(current), idempotent=not crm.capabilities.rotates_refresh_tokens
                     )
             except RefreshRejected as error:
-                metrics.TOKEN_REFRESHES.labels(provider.name, "refused").inc()
-                await self._mark_expired(session, caller, provider.name, error.message)
+                metrics.TOKEN_REFRESHES.labels(crm.name, "refused").inc()
+                await self._mark_expired(session, caller, crm.name, error.message)
                 raise RefreshRejected(
-                    f"{provider.label} refused to refresh the credentials; reconnect the integration.",
-                    provider=provider.name,
+                    f"{crm.label} refused to refresh the credentials; reconnect the integration.",
+                    provider=crm.name,
                     status=error.status,
                 ) from None
             except Exception:
-                metrics.TOKEN_REFRESHES.labels(provider.name, "failed").inc()
+                metrics.TOKEN_REFRESHES.labels(crm.name, "failed").inc()
                 raise
-            metrics.TOKEN_REFRESHES.labels(provider.name, "refreshed").inc()
+            metrics.TOKEN_REFRESHES.labels(crm.name, "refreshed").inc()
             # CRMs that do not rotate refresh tokens answer without one: keep the one we have.
             if not fresh.refresh_token:
                 fresh = replace(fresh, refresh_token=current.refresh_token)
-            await CredentialRepository(session).put(team_id, provider.name, self._seal(team_id, provider.name, fresh))
-            logger.info("credentials refreshed", extra={"team": team_id, "provider": provider.name})
+            await CredentialRepository(session).put(team_id, crm.name, self._seal(team_id, crm.name, fresh))
+            logger.info("credentials refreshed", extra={"team": team_id, "provider": crm.name})
             return fresh
 
     async def forget(self, session: AsyncSession, team_id: str, provider: str) -> TokenSet | None:

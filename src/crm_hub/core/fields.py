@@ -49,23 +49,23 @@ class FieldCatalog:
         self._cache: dict[tuple[str, str], tuple[float, datetime | None, list[CrmField]]] = {}
 
     @traced("list fields")
-    async def list_fields(self, caller: Caller, kind: str) -> list[CrmField]:
-        provider = self._plugins.providers().get(kind)
+    async def list_fields(self, caller: Caller, provider: str) -> list[CrmField]:
+        crm = self._plugins.providers().get(provider)
         async with self._database.session() as session:
-            integration = await IntegrationRepository(session).get(caller.team_id, provider.name)
-        return await self.fields_of(caller, provider, integration)
+            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
+        return await self.fields_of(caller, crm, integration)
 
-    async def fields_of(self, caller: Caller, provider: CrmProvider, integration: Integration | None) -> list[CrmField]:
+    async def fields_of(self, caller: Caller, crm: CrmProvider, integration: Integration | None) -> list[CrmField]:
         """The provider's fields for this team, from the cache while it is fresh and the integration has not
         changed since: a connect or disconnect on any replica (a new ``last_seen_at``) makes every replica ask
         the CRM again, not serve the previous account's fields for minutes."""
-        key = (caller.team_id, provider.name)
+        key = (caller.team_id, crm.name)
         changed = integration.last_seen_at if integration is not None else None
         cached = self._cache.get(key)
         if cached is not None and cached[0] > time.monotonic() and cached[1] == changed:
             return cached[2]
         fields = await self._credentials.call(
-            caller, provider, lambda tokens: self._retry.run(lambda: provider.list_fields(tokens))
+            caller, crm, lambda tokens: self._retry.run(lambda: crm.list_fields(tokens))
         )
         self._cache[key] = (time.monotonic() + self._cache_seconds, changed, fields)
         return fields
@@ -74,32 +74,30 @@ class FieldCatalog:
         """Drop the cached fields (on connect and disconnect: the account may have changed)."""
         self._cache.pop((team_id, provider), None)
 
-    async def get_mapping(self, caller: Caller, kind: str) -> dict[str, str]:
-        provider = self._plugins.providers().get(kind)
+    async def get_mapping(self, caller: Caller, provider: str) -> dict[str, str]:
+        crm = self._plugins.providers().get(provider)
         async with self._database.session() as session:
-            integration = await IntegrationRepository(session).get(caller.team_id, provider.name)
+            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
         if integration is None:
             return {}
         return dict(integration.settings.get("mapping") or {})
 
     @traced("save mapping")
-    async def save_mapping(self, caller: Caller, kind: str, mapping: Mapping[str, str]) -> dict[str, str]:
+    async def save_mapping(self, caller: Caller, provider: str, mapping: Mapping[str, str]) -> dict[str, str]:
         """Validate the mapping against the CRM's fields, then save it; nothing is saved if any entry is bad."""
-        provider = self._plugins.providers().get(kind)
+        crm = self._plugins.providers().get(provider)
         async with self._database.session() as session:
-            integration = await IntegrationRepository(session).get(caller.team_id, provider.name)
-        fields = await self.fields_of(caller, provider, integration)
-        validate_mapping(mapping, fields, provider_label=provider.label)
+            integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
+        fields = await self.fields_of(caller, crm, integration)
+        validate_mapping(mapping, fields, provider_label=crm.label)
         async with self._database.session() as session:
             repository = IntegrationRepository(session)
-            integration = await repository.get(caller.team_id, provider.name)
+            integration = await repository.get(caller.team_id, crm.name)
             if integration is None:
                 raise FailedPrecondition(
-                    f"The {provider.name} integration was never connected.", reason="PROVIDER_NOT_CONNECTED"
+                    f"The {crm.name} integration was never connected.", reason="PROVIDER_NOT_CONNECTED"
                 )
-            await repository.save_settings(
-                caller.team_id, provider.name, {**integration.settings, "mapping": dict(mapping)}
-            )
+            await repository.save_settings(caller.team_id, crm.name, {**integration.settings, "mapping": dict(mapping)})
         return dict(mapping)
 
 

@@ -50,7 +50,7 @@ class StatusReporter:
         """Every registered provider, connected or not, with the team's sync counts."""
         registry = self._plugins.providers()
         async with self._database.session() as session:
-            integrations = {row.kind: row for row in await IntegrationRepository(session).list(caller.team_id)}
+            integrations = {row.provider: row for row in await IntegrationRepository(session).list(caller.team_id)}
             counts = await TimelineRepository(session).sync_counts(caller.team_id)
             state_rows = SyncStateRepository(session)
             states = await state_rows.counts(caller.team_id)

@@ -154,8 +154,8 @@ class Integration(Base):
 
     id: Mapped[str] = mapped_column(primary_key=True, default=new_id)
     team_id: Mapped[str] = _team_fk()
-    #: The provider's name, lowercase ("hubspot").
-    kind: Mapped[str]
+    #: The provider's name, lowercase ("hubspot"); the column keeps the REST API's word, ``kind``.
+    provider: Mapped[str] = mapped_column("kind")
     #: One of :class:`IntegrationStatus`.
     status: Mapped[str]
     auth: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default=text("'{}'"))

@@ -243,26 +243,26 @@ def _before(created_at: datetime, event_id: str) -> ColumnElement[bool]:
 
 
 class IntegrationRepository:
-    """A team's connections to CRMs, one row per provider (``kind``)."""
+    """A team's connections to CRMs, one row per provider."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def get(self, team_id: str, kind: str) -> Integration | None:
-        """The team's integration with ``kind``, if it was ever connected."""
+    async def get(self, team_id: str, provider: str) -> Integration | None:
+        """The team's integration with ``provider``, if it was ever connected."""
         return await self._session.scalar(
-            select(Integration).where(Integration.team_id == team_id, Integration.kind == kind)
+            select(Integration).where(Integration.team_id == team_id, Integration.provider == provider)
         )
 
     async def list(self, team_id: str) -> builtins.list[Integration]:
-        """All the team's integrations, by kind."""
-        statement = select(Integration).where(Integration.team_id == team_id).order_by(Integration.kind)
+        """All the team's integrations, by provider."""
+        statement = select(Integration).where(Integration.team_id == team_id).order_by(Integration.provider)
         return builtins.list(await self._session.scalars(statement))
 
     async def upsert_status(
         self,
         team_id: str,
-        kind: str,
+        provider: str,
         status: IntegrationStatus | str,
         error: str | None = None,
         *,
@@ -282,29 +282,29 @@ class IntegrationRepository:
         changes = {"status": status.value, "error": error, "error_reason": reason, "last_seen_at": at or utcnow()}
         statement = (
             _insert(self._session, Integration)
-            .values(team_id=team_id, kind=kind, **changes)
+            .values(team_id=team_id, provider=provider, **changes)
             .on_conflict_do_update(index_elements=["team_id", "kind"], set_=changes)
             .returning(Integration)
         )
         return (await self._session.scalars(statement, execution_options=_FRESH)).one()
 
-    async def save_settings(self, team_id: str, kind: str, settings: Mapping[str, Any]) -> Integration:
-        """Replace the integration's settings; :class:`NotFound` if the team never connected ``kind``."""
+    async def save_settings(self, team_id: str, provider: str, settings: Mapping[str, Any]) -> Integration:
+        """Replace the integration's settings; :class:`NotFound` if the team never connected ``provider``."""
         statement = (
             update(Integration)
-            .where(Integration.team_id == team_id, Integration.kind == kind)
+            .where(Integration.team_id == team_id, Integration.provider == provider)
             .values(settings=dict(settings))
             .returning(Integration)
         )
-        return self._found(await self._session.scalars(statement, execution_options=_FRESH), kind)
+        return self._found(await self._session.scalars(statement, execution_options=_FRESH), provider)
 
-    async def mark_synced(self, team_id: str, kind: str, at: datetime) -> None:
+    async def mark_synced(self, team_id: str, provider: str, at: datetime) -> None:
         """Record a successful sync at ``at``, and forget an error a connected integration showed (a spent
-        quota: the sync shows it is back); :class:`NotFound` if the team never connected ``kind``."""
+        quota: the sync shows it is back); :class:`NotFound` if the team never connected ``provider``."""
         connected = Integration.status == IntegrationStatus.CONNECTED.value
         statement = (
             update(Integration)
-            .where(Integration.team_id == team_id, Integration.kind == kind)
+            .where(Integration.team_id == team_id, Integration.provider == provider)
             .values(
                 last_sync_at=at,
                 error=case((connected, None), else_=Integration.error),
@@ -312,13 +312,13 @@ class IntegrationRepository:
             )
             .returning(Integration)
         )
-        self._found(await self._session.scalars(statement, execution_options=_FRESH), kind)
+        self._found(await self._session.scalars(statement, execution_options=_FRESH), provider)
 
     @staticmethod
-    def _found(rows: ScalarResult[Integration], kind: str) -> Integration:
+    def _found(rows: ScalarResult[Integration], provider: str) -> Integration:
         integration = rows.one_or_none()
         if integration is None:
-            raise NotFound(f"Integration {kind} not found", metadata={"provider": kind})
+            raise NotFound(f"Integration {provider} not found", metadata={"provider": provider})
         return integration
 
 

@@ -163,7 +163,7 @@ def _sync_context() -> Any:
     lead_id: Any = bindparam("lead_id")
     return (
         select(lead, integration, state, credential)
-        .outerjoin(integration, and_(integration.team_id == lead.team_id, integration.kind == provider))
+        .outerjoin(integration, and_(integration.team_id == lead.team_id, integration.provider == provider))
         .outerjoin(state, and_(state.team_id == lead.team_id, state.provider == provider, state.lead_id == lead.id))
         .outerjoin(credential, and_(credential.team_id == lead.team_id, credential.provider == provider))
         .where(lead.team_id == team, lead.id == lead_id)

@@ -81,8 +81,8 @@ class AutoSync:
         self._plugins = plugins
         self._jobs = jobs
 
-    async def settings(self, caller: Caller, kind: str) -> SettingsView:
-        crm = self._plugins.providers().get(kind)
+    async def settings(self, caller: Caller, provider: str) -> SettingsView:
+        crm = self._plugins.providers().get(provider)
         async with self._database.session() as session:
             integration = await IntegrationRepository(session).get(caller.team_id, crm.name)
             unsynced = await SyncStateRepository(session).count_unsynced(caller.team_id, crm.name)
@@ -91,7 +91,7 @@ class AutoSync:
     async def update_settings(
         self,
         caller: Caller,
-        kind: str,
+        provider: str,
         *,
         auto_sync: bool | None = None,
         duplicate_policy: str | None = None,
@@ -100,7 +100,7 @@ class AutoSync:
         """Change the settings given, keep the others. Turning automatic sync on needs what a sync needs (the
         integration connected, a mapping saved); it sends no lead by itself — the answer says how many are
         unsynced and how to send them."""
-        crm = self._plugins.providers().get(kind)
+        crm = self._plugins.providers().get(provider)
         try:
             policy = DuplicatePolicy.parse(duplicate_policy) if duplicate_policy is not None else None
         except InvalidArgument as error:
@@ -149,9 +149,12 @@ class AutoSync:
             settings = SyncSettings.of(integration)
             if not settings.auto_sync or not (new or settings.sync_updates):
                 continue
-            if integration.status == IntegrationStatus.DISCONNECTED.value or integration.kind not in providers.names():
+            if (
+                integration.status == IntegrationStatus.DISCONNECTED.value
+                or integration.provider not in providers.names()
+            ):
                 continue  # nothing would go out; a reconnect and an `unsynced` job catch up
-            await self._gather(session, team_id, integration.kind, settings.duplicate_policy, lead_ids)
+            await self._gather(session, team_id, integration.provider, settings.duplicate_policy, lead_ids)
 
     async def _gather(
         self, session: AsyncSession, team_id: str, provider: str, policy: DuplicatePolicy, lead_ids: Sequence[str]

@@ -223,3 +223,16 @@ def test_hookspecs_export_the_markers_plugin_authors_need() -> None:
 
     assert set(hookspecs.__all__) >= {"hookimpl", "hookspec"}
     assert hookspecs.hookimpl.project_name == hookspecs.hookspec.project_name == "crm_hub"
+
+
+def test_the_missing_settings_text_names_each_variable_and_agrees_in_number() -> None:
+    from crm_hub.providers import missing_settings_problem
+
+    assert missing_settings_problem("ToyCRM", []) is None
+    assert missing_settings_problem("ToyCRM", ["TOYCRM_CLIENT_ID"]) == (
+        "ToyCRM is not configured: TOYCRM_CLIENT_ID is not set. Set it, or leave the plugin out with CRM_HUB_PLUGINS."
+    )
+    assert missing_settings_problem("ToyCRM", ["TOYCRM_CLIENT_ID", "TOYCRM_REDIRECT_URL"]) == (
+        "ToyCRM is not configured: TOYCRM_CLIENT_ID, TOYCRM_REDIRECT_URL are not set. "
+        "Set them, or leave the plugin out with CRM_HUB_PLUGINS."
+    )

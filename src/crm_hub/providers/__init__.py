@@ -231,10 +231,10 @@ def missing_settings_problem(label: str, missing: Sequence[str]) -> str | None:
     """The ``configuration_problem()`` text for a provider whose required settings ``missing`` are unset."""
     if not missing:
         return None
-    verb = "is" if len(missing) == 1 else "are"
+    verb, them = ("is", "it") if len(missing) == 1 else ("are", "them")
     return (
         f"{label} is not configured: {', '.join(missing)} {verb} not set. "
-        "Set them, or leave the plugin out with CRM_HUB_PLUGINS."
+        f"Set {them}, or leave the plugin out with CRM_HUB_PLUGINS."
     )
 
 

@@ -38,20 +38,21 @@ async def serve(application: Application) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls for up to SHUTDOWN_GRACE_SECONDS."""
     providers = application.load_providers()  # before binding: a broken plugin fails the start
     server, port, health_servicer = await create_server(application)
-    await server.start()
-    await application.start_background()
-    host = application.settings.grpc_address.rpartition(":")[0]
-    logger.info(
-        "serving",
-        extra={
-            "address": f"{host}:{port}",
-            "tls": application.settings.grpc_tls_cert is not None,
-            "providers": providers,
-        },
-    )
     stop = asyncio.Event()
     try:
+        # From before the server answers: a SIGTERM that comes while it starts is a stop like any other.
         with _stop_on_signals(stop):
+            await server.start()
+            await application.start_background()
+            host = application.settings.grpc_address.rpartition(":")[0]
+            logger.info(
+                "serving",
+                extra={
+                    "address": f"{host}:{port}",
+                    "tls": application.settings.grpc_tls_cert is not None,
+                    "providers": providers,
+                },
+            )
             await stop.wait()
             logger.info("shutting down", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
             # Tell load balancers first and keep serving until their health checks have seen it (drain_seconds),
@@ -84,34 +85,37 @@ async def run_up(
     Envoy died). ``on_ready`` is called with the started gateway once both are serving.
     """
     app = application if application is not None else Application.from_settings(settings)
+    stop = stop or asyncio.Event()
     try:
         providers = app.load_providers()  # before binding: a broken plugin fails the start
         server, port, health = await create_server(app)
-        await server.start()
-        await app.start_background(worker=True)  # everything in one process: on PostgreSQL it runs jobs too
-        try:
-            bound = parse_address(settings.grpc_address, setting="CRM_HUB_GRPC_ADDRESS")
-            upstream = HostPort(bound.host, port)
-            gateway_settings = (gateway_settings or GatewaySettings.from_env()).with_upstreams([upstream])
-            async with EnvoyGateway(gateway_settings, inherit_output=True) as gateway:
-                logger.info(
-                    "serving",
-                    extra={
-                        "url": gateway.url,
-                        "grpc_address": str(upstream),
-                        "providers": providers,
-                        "envoy_startup_ms": round((gateway.startup_seconds or 0) * 1000, 1),
-                    },
-                )
-                if on_ready is not None:
-                    on_ready(gateway)
-                clean = await until_signal_or_exit(gateway, stop)
-                logger.info("shutting down", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
-                await gateway.drain()
-        finally:
-            await app.readiness.set_stopping()
-            await health.enter_graceful_shutdown()
-            await server.stop(SHUTDOWN_GRACE_SECONDS)
+        # From before anything answers: a SIGTERM while the server or Envoy starts stops the same orderly way.
+        with _stop_on_signals(stop):
+            await server.start()
+            try:
+                await app.start_background(worker=True)  # everything in one process: on PostgreSQL it runs jobs too
+                bound = parse_address(settings.grpc_address, setting="CRM_HUB_GRPC_ADDRESS")
+                upstream = HostPort(bound.host, port)
+                gateway_settings = (gateway_settings or GatewaySettings.from_env()).with_upstreams([upstream])
+                async with EnvoyGateway(gateway_settings, inherit_output=True) as gateway:
+                    logger.info(
+                        "serving",
+                        extra={
+                            "url": gateway.url,
+                            "grpc_address": str(upstream),
+                            "providers": providers,
+                            "envoy_startup_ms": round((gateway.startup_seconds or 0) * 1000, 1),
+                        },
+                    )
+                    if on_ready is not None:
+                        on_ready(gateway)
+                    clean = await until_signal_or_exit(gateway, stop)
+                    logger.info("shutting down", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
+                    await gateway.drain()
+            finally:
+                await app.readiness.set_stopping()
+                await health.enter_graceful_shutdown()
+                await server.stop(SHUTDOWN_GRACE_SECONDS)
     finally:
         await app.aclose()
     logger.info("stopped")

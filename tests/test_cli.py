@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from crm_hub.core.caller import Role
 from crm_hub.rpc.auth import TokenVerifier
 from crm_hub.service.cli import main
+from crm_hub.service.config import DEFAULT_METRICS_ADDRESS
 from crm_hub.storage import Credential, CredentialRepository, Database, TeamRepository, upgrade, utcnow
 from crm_hub.storage.vault import Vault
 from tests.support.fake_distribution import FakeSite, fake_site_in
@@ -435,12 +437,15 @@ def test_production_refuses_a_plaintext_gateway_beyond_loopback_before_starting_
     assert "CRM_HUB_BEHIND_TLS_PROXY" in result.err
 
 
-@pytest.mark.parametrize(
-    ("given", "served"), [(None, "127.0.0.1:9464"), ("off", "off"), ("127.0.0.1:9999", "127.0.0.1:9999")]
-)
+def test_the_default_metrics_address_is_the_conventional_exporter_port_on_loopback() -> None:
+    assert DEFAULT_METRICS_ADDRESS == "127.0.0.1:9464"
+
+
+@pytest.mark.parametrize(("given", "served"), [(None, "default"), ("off", "off"), ("127.0.0.1:9999", "127.0.0.1:9999")])
 def test_up_serves_metrics_on_the_default_address_unless_told_otherwise(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, given: str | None, served: str
 ) -> None:
+    import crm_hub.service.cli
     import crm_hub.service.run
 
     seen: list[Any] = []
@@ -449,9 +454,36 @@ def test_up_serves_metrics_on_the_default_address_unless_told_otherwise(
         seen.append(settings.metrics_address)
         return 0
 
+    with socket.socket() as free:  # a port nothing listens on stands in for the default, whatever runs here
+        free.bind(("127.0.0.1", 0))
+        default = f"127.0.0.1:{free.getsockname()[1]}"
+    monkeypatch.setattr(crm_hub.service.cli, "DEFAULT_METRICS_ADDRESS", default)
     monkeypatch.setattr(crm_hub.service.run, "run_up", record_run_up)
     if given is not None:
         monkeypatch.setenv("CRM_HUB_METRICS_ADDRESS", given)
 
     assert run(capsys, "up").code == 0
-    assert seen == [served]
+    assert seen == [default if served == "default" else served]
+
+
+def test_up_runs_without_metrics_when_the_default_address_is_taken_and_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crm_hub.service.cli
+    import crm_hub.service.run
+
+    seen: list[Any] = []
+
+    async def record_run_up(settings: Any, gateway: Any, **_: Any) -> int:
+        seen.append(settings.metrics_address)
+        return 0
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(crm_hub.service.cli, "DEFAULT_METRICS_ADDRESS", f"127.0.0.1:{taken.getsockname()[1]}")
+        monkeypatch.setattr(crm_hub.service.run, "run_up", record_run_up)
+        result = run(capsys, "up")
+
+    assert (result.code, seen) == (0, ["off"])
+    assert "the default metrics address is in use" in result.err

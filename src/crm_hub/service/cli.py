@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import sys
 import uuid
 from collections.abc import Sequence
@@ -47,7 +48,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     from crm_hub.service.run import run_up
 
     if settings.metrics_address is None:  # everything in one process: its metrics and readiness too
-        settings = dataclasses.replace(settings, metrics_address=DEFAULT_METRICS_ADDRESS)
+        settings = dataclasses.replace(settings, metrics_address=_default_metrics_address())
     gateway = GatewaySettings.from_env()
     _check_gateway_listener(settings, gateway)
     try:
@@ -57,6 +58,22 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     except GatewayError as error:
         print(f"crm-hub: the gateway did not start: {error}", file=sys.stderr)
         return 1
+
+
+def _default_metrics_address() -> str:
+    """DEFAULT_METRICS_ADDRESS, or "off" when something else listens there: the default must not stop a start
+    (an address the operator names does, when it cannot be served)."""
+    host, _, port = DEFAULT_METRICS_ADDRESS.rpartition(":")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            logger.warning(
+                "the default metrics address is in use: metrics are off; set CRM_HUB_METRICS_ADDRESS to serve them",
+                extra={"address": DEFAULT_METRICS_ADDRESS},
+            )
+            return "off"
+    return DEFAULT_METRICS_ADDRESS
 
 
 async def _up_in_sandbox(settings: Settings, gateway: GatewaySettings) -> int:

@@ -45,6 +45,7 @@ from bench.harness import (
     RawHubSpot,
     Team,
     child,
+    concurrently,
     crm_hub_server,
     database,
     fake_crm,
@@ -335,9 +336,9 @@ async def bench(kind: str, calls: int) -> dict[str, float]:
                     result = {f"{name}_p50_ms": median(values) * 1000 for name, values in samples.items()}
                     for level in levels:
                         syncs = [_calling(sync, request(floor_leads.pop()), metadata) for _ in range(per_level)]
-                        result[f"floor_per_s_at_{level}"] = per_level / await _concurrently(level, syncs)
+                        result[f"floor_per_s_at_{level}"] = per_level / await concurrently(level, syncs)
                         upserts = [_upserting(raw, f"raw-{uuid.uuid4().hex}@example.com") for _ in range(per_level)]
-                        result[f"raw_per_s_at_{level}"] = per_level / await _concurrently(level, upserts)
+                        result[f"raw_per_s_at_{level}"] = per_level / await concurrently(level, upserts)
         await store.engine.dispose()
         if normal is not None:
             await normal.engine.dispose()
@@ -350,18 +351,6 @@ def _calling(method: Any, request: bytes, metadata: tuple[tuple[str, str], ...])
 
 def _upserting(raw: RawHubSpot, email: str) -> Callable[[], Awaitable[object]]:
     return lambda: raw.upsert([email])
-
-
-async def _concurrently(level: int, calls: list[Callable[[], Awaitable[object]]]) -> float:
-    queue = list(calls)
-    started = time.perf_counter()
-
-    async def caller() -> None:
-        while queue:
-            await queue.pop()()
-
-    await asyncio.gather(*(caller() for _ in range(level)))
-    return time.perf_counter() - started
 
 
 _ROWS = (

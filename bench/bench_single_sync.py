@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +21,7 @@ import httpx
 from bench.harness import (
     RawHubSpot,
     Team,
+    concurrently,
     crm_hub_server,
     database,
     fake_crm,
@@ -65,9 +65,9 @@ async def bench(kind: str, calls: int, rounds: int, latency: float = 0.0) -> dic
             }
             for level in levels:
                 syncs = [_syncing(team, lead_ids.pop()) for _ in range(per_level)]
-                result[f"crm_hub_per_s_at_{level}"] = per_level / await _concurrently(level, syncs)
+                result[f"crm_hub_per_s_at_{level}"] = per_level / await concurrently(level, syncs)
                 upserts = [_upserting(raw, f"raw-{uuid.uuid4().hex}@example.com") for _ in range(per_level)]
-                result[f"raw_per_s_at_{level}"] = per_level / await _concurrently(level, upserts)
+                result[f"raw_per_s_at_{level}"] = per_level / await concurrently(level, upserts)
             result.update(await _through_envoy(port, team, [lead_ids.pop() for _ in range(100)]))
     return result
 
@@ -82,18 +82,6 @@ def _upserting(raw: RawHubSpot, email: str) -> Callable[[], Awaitable[object]]:
 
 def _posting(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> Callable[[], Awaitable[object]]:
     return lambda: http.post(path, json={"provider": "hubspot"}, headers=headers)
-
-
-async def _concurrently(level: int, calls: list[Callable[[], Awaitable[object]]]) -> float:
-    queue = list(calls)
-    started = time.perf_counter()
-
-    async def caller() -> None:
-        while queue:
-            await queue.pop()()
-
-    await asyncio.gather(*(caller() for _ in range(level)))
-    return time.perf_counter() - started
 
 
 async def _through_envoy(port: int, team: Team, lead_ids: list[str]) -> dict[str, float]:
@@ -140,13 +128,13 @@ async def two_hundred_at_once(kind: str, latency: float = 0.1) -> str:
             team = Team(channel, "hubspot")
             await team.connect()
             lead_ids = await team.create_leads(420, "wide")
-            await _concurrently(20, [_syncing(team, lead_id) for lead_id in lead_ids[:20]])  # warm up
+            await concurrently(20, [_syncing(team, lead_id) for lead_id in lead_ids[:20]])  # warm up
             ours, theirs = [], []
             for round_ in range(2):
                 chosen = lead_ids[20 + round_ * 200 : 220 + round_ * 200]
-                ours.append(await _concurrently(200, [_syncing(team, lead_id) for lead_id in chosen]))
+                ours.append(await concurrently(200, [_syncing(team, lead_id) for lead_id in chosen]))
                 emails = [f"wide-{uuid.uuid4().hex}@example.com" for _ in range(200)]
-                theirs.append(await _concurrently(200, [_upserting(raw, email) for email in emails]))
+                theirs.append(await concurrently(200, [_upserting(raw, email) for email in emails]))
     return (
         f"| {kind} | 200 syncs at once, the CRM answering in {latency * 1000:.0f} ms | {median(ours):.2f} s | "
         f"{median(theirs):.2f} s | target ≤ 1.5 s |"

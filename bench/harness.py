@@ -378,3 +378,16 @@ async def timed(call: Callable[[], Awaitable[Any]]) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+async def concurrently(level: int, calls: list[Callable[[], Awaitable[object]]]) -> float:
+    """Seconds for ``level`` callers to work through ``calls``, each taking the next as it finishes one."""
+    queue = list(calls)
+    started = time.perf_counter()
+
+    async def caller() -> None:
+        while queue:
+            await queue.pop()()
+
+    await asyncio.gather(*(caller() for _ in range(level)))
+    return time.perf_counter() - started

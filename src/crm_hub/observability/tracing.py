@@ -31,7 +31,6 @@ __all__ = [
     "instrument_database",
     "traced",
     "tracer",
-    "tracing_enabled",
     "tracing_requested",
 ]
 
@@ -40,7 +39,6 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_
 DEFAULT_SERVICE_NAME = "crm-hub"
 
 _provider: Any = None  # the SDK's TracerProvider once configured (the SDK is imported only then)
-_stop_observing: Any = None
 
 
 #: Until a tracer provider is installed this proxy hands out no-op spans; from then on, the provider's.
@@ -66,15 +64,11 @@ def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
     return any(env.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 
 
-def tracing_enabled() -> bool:
-    return _provider is not None
-
-
 def configure_tracing(*, exporter: Any = None, environ: Mapping[str, str] | None = None) -> bool:
     """Turn tracing on for the process if the environment asks (or ``exporter`` is given: tests pass an
     in-memory one, exported at once). Returns whether it is on. Once per process: the tracer provider is global.
     """
-    global _provider, _stop_observing
+    global _provider
     if _provider is not None:
         return True
     if exporter is None and not tracing_requested(environ):
@@ -93,7 +87,7 @@ def configure_tracing(*, exporter: Any = None, environ: Mapping[str, str] | None
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(env)))
     trace.set_tracer_provider(provider)
     HTTPXClientInstrumentor().instrument(tracer_provider=provider, async_request_hook=_origin_only)
-    _stop_observing = observe_every_request(CrmRequestSpans())
+    observe_every_request(CrmRequestSpans())
     _provider = provider
     return True
 
